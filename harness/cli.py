@@ -1,0 +1,85 @@
+"""`python -m harness`: compose the Hydra config from `conf/` and run edit → score → report."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.paths import CONF_DIR
+
+log = logging.getLogger("harness")
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Run the stages named in `cfg.stages` for a resolved config; returns a small summary."""
+    from omegaconf import OmegaConf
+
+    from harness.data.base import open_dataset
+    from harness.pipeline import (collect_timesteps, edit_stage, now, plan_methods, plan_metrics, report_stage,
+                                  score_settings, score_stage, smoke_reasons, write_run_json)
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    out_dir = Path(container["out_dir"]).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for module in container.get("plugins") or []:
+        __import__(module)
+    stages = list(container.get("stages") or ["edit", "score", "report"])
+    dataset = open_dataset(container["dataset"], container.get("shard"))
+    # Plan everything before any work: unknown names and incompatible pairings fail here.
+    plans = plan_methods(container.get("method") or {}, container["model"], dataset)
+    metric_ids = list(container.get("metrics") or [])
+    metric_classes = plan_metrics(metric_ids, dataset)
+    started = now()
+    write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started})
+
+    summary: dict[str, Any] = {"out_dir": str(out_dir)}
+    if "edit" in stages:
+        summary["edit"] = edit_stage(container, dataset, out_dir, plans)
+        for info in summary["edit"].values():
+            log.info("%s: %d samples, reused %d, edited %d, failed %d", info["method"], info["samples"],
+                     info["reused"], info["edited"], info["failed"])
+            print(f"[edit] {info['method']}: reused {info['reused']} of {info['samples']} samples, "
+                  f"edited {info['edited']}, failed {info['failed']}")
+    if "score" in stages or "report" in stages:
+        scores = score_stage(container, dataset, out_dir, plans, metric_classes)
+        if "report" in stages:
+            reasons = smoke_reasons(score_settings(plans, dataset, out_dir), plans)
+            board, path = report_stage(out_dir, scores, metric_ids, reasons)
+            summary["leaderboard"] = board
+            summary["report"] = str(path)
+            from harness.pipeline import markdown_table
+
+            if reasons:
+                print("\nSMOKE RUN: random-weight networks; the numbers below mean nothing.")
+            print("\n" + markdown_table(board) + "\n")
+            print(f"report: {path}")
+    write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
+                                                 "timesteps_used": collect_timesteps(out_dir, dataset, plans)})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    import hydra
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+    def _main(cfg: Any) -> None:
+        from harness.pipeline import ConfigError
+        from harness.registry import UnknownNameError
+
+        try:
+            run(cfg)
+        except (ConfigError, UnknownNameError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Cycle-SDE inversion and sampling (SDE-Drag, reused by RegionDrag and SDE-Drag).
+
+The forward pass adds fresh noise to move from level t to t + Δ, evaluates ε at the noisier latent and
+solves for the noise w that makes the DDPM (η = 1) reverse step map x_{t+Δ} back exactly to x_t. Replaying
+the reverse steps with the cached w reconstructs the input exactly, while edits between steps (copy-paste,
+mask blending) are carried forward stochastically.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+class CycleSDE:
+    """DDPM/DDIM arithmetic on a fixed stride (`num_train_timesteps // steps`).
+
+    `alphas_cumprod` comes from the model's scheduler config (scaled-linear betas for SD). A timestep below
+    zero means "clean" (ᾱ = 1); RegionDrag's walk starts at t = 50 and treats the clean latent as x₅₀.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, steps: int, num_train_timesteps: int = 1000) -> None:
+        self.alphas_cumprod = alphas_cumprod.to(torch.float32).cpu()
+        self.stride = num_train_timesteps // steps
+        self.one = torch.tensor(1.0)
+
+    def _abar(self, t: int) -> torch.Tensor:
+        return self.alphas_cumprod[t] if t >= 0 else self.one
+
+    def forward_step(self, eps_fn: EpsFn, x: torch.Tensor, t: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t → (x_{t+Δ}, w) where w is the noise that maps x_{t+Δ} back to x_t under `reverse_step`."""
+        t_next = t + self.stride
+        a, a_next = self._abar(t), self._abar(t_next)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_next = (a_next / a) ** 0.5 * x + (1 - a_next / a) ** 0.5 * noise
+        eps = eps_fn(x_next, t_next)
+        sigma = ((1 - a) / (1 - a_next)) ** 0.5 * (1 - a_next / a) ** 0.5
+        x0 = (x_next - (1 - a_next) ** 0.5 * eps) / a_next ** 0.5
+        direction = (1 - a - sigma ** 2) ** 0.5
+        w = (x - a ** 0.5 * x0 - direction * eps) / sigma
+        return x_next, w
+
+    def reverse_step(self, eps_fn: EpsFn, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """One DDPM (η = 1) posterior step from t to t − Δ with the given noise."""
+        t_prev = t - self.stride
+        a, a_prev = self._abar(t), (self._abar(t_prev) if t_prev >= 0 else self.one)
+        eps = eps_fn(x, t)
+        sigma = ((1 - a_prev) / (1 - a)) ** 0.5 * (1 - a / a_prev) ** 0.5
+        x0 = (x - (1 - a) ** 0.5 * eps) / a ** 0.5
+        return a_prev ** 0.5 * x0 + (1 - a_prev - sigma ** 2) ** 0.5 * eps + sigma * noise

@@ -1,0 +1,28 @@
+"""Image ↔ latent conversions with the rounding rules the reference implementations use."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 H×W×3 → float (1, 3, H, W) in [-1, 1] as `ToTensor()(img) * 2 - 1`."""
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).to(device)
+    return (x.permute(2, 0, 1)[None].to(torch.float32) / 255.0 * 2 - 1).to(dtype)
+
+
+@torch.no_grad()
+def encode(vae, image: np.ndarray, generator: torch.Generator | None, dtype: torch.dtype, mode: str = "sample") -> torch.Tensor:
+    """Scaled VAE latent of `image` (native resolution; heights that are not multiples of 8 are floored)."""
+    x = image_to_tensor(image, vae.device, vae.dtype)
+    dist = vae.encode(x).latent_dist
+    z = dist.sample(generator=generator) if mode == "sample" else dist.mode()
+    return (z * vae.config.scaling_factor).to(dtype)
+
+
+@torch.no_grad()
+def decode_to_uint8(vae, latent: torch.Tensor) -> np.ndarray:
+    """Decode to uint8 H×W×3, truncating `x * 255` as RegionDrag and DragDiffusion do (not rounding)."""
+    image = vae.decode(latent.to(vae.dtype) / vae.config.scaling_factor).sample / 2 + 0.5
+    image = image.clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
+    return (image * 255).astype(np.uint8)

@@ -1,0 +1,48 @@
+"""The method-adapter contract.
+
+A method is a class registered in `harness.registry.METHODS` with a typed `Config` dataclass (defaults
+from the paper; "as released" switches where code and paper differ), `setup(models)` called once per
+process, and `edit(sample, seed) -> EditResult` called per sample. The harness times `edit` (device
+synchronised), records peak memory, and stores the image and record.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping
+
+from harness.types import EditResult, Family, Sample
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """For methods without knobs."""
+
+
+class EditMethod:
+    name: ClassVar[str] = ""
+    families: ClassVar[tuple[Family, ...]] = ("drag",)
+    needs_model: ClassVar[bool] = True
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.models = None
+
+    @classmethod
+    def build(cls, params: Mapping[str, Any]) -> "EditMethod":
+        """Instantiate from a config mapping; unknown keys are an error naming the method and the key."""
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            raise ValueError(f"method {cls.name!r}: unknown config field(s) {unknown}; valid fields: {sorted(fields)}")
+        return cls(cls.Config(**params))
+
+    def setup(self, models: Any) -> None:
+        self.models = models
+
+    def edit(self, sample: Sample, seed: int) -> EditResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Everything about this method that changes its output: the key of its run-store folder."""
+        return {"method": self.name, "config": dataclasses.asdict(self.config)}

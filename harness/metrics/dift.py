@@ -1,0 +1,72 @@
+"""DIFT features (Tang et al.): one noisy UNet pass at t = 261, the `up_blocks[up_ft_index]` output,
+averaged over an ensemble of noise draws. Shared by both mean-distance protocols.
+
+Only the UNet up to the hooked block runs: the hook raises `_StopForward`, so the two high-resolution up
+blocks (most of the UNet's cost) are skipped without changing the feature.
+
+`latent="sample"` (DragDiffusion): every ensemble copy gets its own VAE sample, drawn as
+mean + std·ε from one encoder pass (identical to encoding the repeated image); `latent="mode"`
+(RegionDrag): all copies share the distribution mode. The added noise is independent per copy in both.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _StopForward(Exception):
+    pass
+
+
+class DiftFeaturizer:
+    def __init__(self, models, t: int = 261, up_ft_index: int = 1, ensemble: int = 8) -> None:
+        from diffusers import DDIMScheduler
+
+        self.models = models
+        self.t = t
+        self.up_ft_index = up_ft_index
+        self.ensemble = ensemble
+        # DIFT only uses add_noise, which depends on the betas alone (not on the prediction type).
+        self.scheduler = DDIMScheduler.from_config(models.scheduler_config)
+        self._prompts: dict[str, torch.Tensor] = {}
+
+    def _prompt(self, prompt: str) -> torch.Tensor:
+        if prompt not in self._prompts:
+            if len(self._prompts) > 256:
+                self._prompts.clear()
+            self._prompts[prompt] = self.models.encode_prompt(prompt)
+        return self._prompts[prompt]
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor, prompt: str, latent: str, generator: torch.Generator) -> torch.Tensor:
+        """`image`: (1, 3, H, W) in [-1, 1] on the model's device → (1, C, h, w) ensemble-mean feature."""
+        m = self.models
+        x = image.to(m.device, m.dtype)
+        dist = m.vae.encode(x).latent_dist
+        shape = (self.ensemble, *dist.mean.shape[1:])
+        if latent == "sample":
+            eps = torch.randn(shape, generator=generator, device=m.device, dtype=dist.mean.dtype)
+            z = dist.mean + dist.std * eps
+        elif latent == "mode":
+            z = dist.mode().expand(shape)
+        else:
+            raise ValueError(f"latent must be 'sample' or 'mode', got {latent!r}")
+        z = z * m.vae.config.scaling_factor
+        t = torch.tensor(self.t, dtype=torch.long, device=m.device)
+        noise = torch.randn(shape, generator=generator, device=m.device, dtype=z.dtype)
+        noisy = self.scheduler.add_noise(z, noise, t)
+        text = self._prompt(prompt).expand(self.ensemble, -1, -1)
+
+        captured: list[torch.Tensor] = []
+
+        def hook(module, inputs, output):
+            captured.append(output)
+            raise _StopForward
+
+        handle = m.unet.up_blocks[self.up_ft_index].register_forward_hook(hook)
+        try:
+            m.unet(noisy, t, encoder_hidden_states=text)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured[0].mean(dim=0, keepdim=True)

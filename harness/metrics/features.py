@@ -1,0 +1,101 @@
+"""Feature extractors shared by all metrics of a process (LPIPS nets, DIFT models), loaded once.
+
+`MetricContext` is built from the config's `features` section:
+- `lpips_backbone`: `standard` (the lpips package's own torchvision ImageNet download), a path to a
+  torchvision `alexnet().features` state dict (.safetensors or .pth), or `random` (seeded random backbone
+  with the package's real linear heads: smoke runs only);
+- `dift_model`: a model config (see conf/feature_model/) for the DIFT UNet, SD 2.1 for real runs;
+- `seed`: the per-sample seed for stochastic metrics (DIFT noise).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# torchvision `alexnet().features` index → lpips 0.1.4 slice holding it
+_ALEX_SLICES = {"0": "slice1", "3": "slice2", "6": "slice3", "8": "slice4", "10": "slice5"}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def build_lpips_alex(backbone: str, seed: int = 0):
+    """lpips v0.1 AlexNet LPIPS with the requested backbone; returns (model, identity string)."""
+    import warnings
+
+    import lpips
+
+    warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+    if backbone == "standard":
+        return lpips.LPIPS(net="alex", version="0.1", verbose=False).eval(), "lpips-0.1:alex:torchvision-imagenet"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
+    if backbone == "random":
+        return model, f"lpips-0.1:alex:random-backbone-seed{seed}"
+    state = load_state_dict_file(backbone)
+    expected = {f"{i}.{p}" for i in _ALEX_SLICES for p in ("weight", "bias")}
+    if set(state) != expected:
+        raise ValueError(f"{backbone}: expected torchvision alexnet().features keys {sorted(expected)}, got {sorted(state)}")
+    mapped = {f"{_ALEX_SLICES[k.split('.')[0]]}.{k}": v for k, v in state.items()}
+    model.net.load_state_dict(mapped, strict=True)
+    return model, f"lpips-0.1:alex:file-sha256:{file_sha256(backbone)[:16]}"
+
+
+class MetricContext:
+    """Holds the configuration and the lazily built, shared feature extractors."""
+
+    def __init__(self, features: Mapping[str, Any] | None = None, device: str | torch.device = "auto") -> None:
+        self.features = dict(features or {})
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self._cache: dict[Any, Any] = {}
+
+    @property
+    def seed(self) -> int:
+        return int(self.features.get("seed", 42))
+
+    def dtype(self, wanted: torch.dtype) -> torch.dtype:
+        """Half precision only on the GPU; on the CPU metrics run in float32 and the row records it."""
+        return wanted if self.device.type == "cuda" else torch.float32
+
+    def lpips_alex(self, dtype: torch.dtype):
+        backbone = str(self.features.get("lpips_backbone", "standard"))
+        key = ("lpips_alex", backbone, dtype)
+        if key not in self._cache:
+            model, identity = build_lpips_alex(backbone)
+            self._cache[key] = (model.to(self.device, dtype), identity)
+        return self._cache[key]
+
+    def dift_models(self, dtype: torch.dtype):
+        from harness.models import load_models
+
+        cfg = dict(self.features.get("dift_model") or {})
+        if not cfg:
+            raise ValueError("features.dift_model is not configured (set feature_model=sd21 or tiny_sd21)")
+        cfg["dtype"] = {torch.float16: "float16", torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype]
+        cfg["device"] = str(self.device)
+        return load_models(cfg)

@@ -1,0 +1,132 @@
+"""Mean distance via DIFT point matching, under two protocols that must never be mixed.
+
+`md_dift@dragdiffusion` (DragDiffusion `run_eval_point_matching.py`, protocols.md §2.1): native
+resolution, DIFT in float32 with a VAE sample per ensemble copy, features bilinearly upsampled to H×W,
+argmax of the cosine over the whole edited image, distance in pixels between integer (row, col) positions,
+pooled over all points of all images (stored per sample with the point count as weight).
+
+`md_dift@regiondrag` (RegionDrag `evaluator.py`, §2.3): images nearest-resized to 768×768, DIFT in
+float16 with the latent mode, features nearest-upsampled to H×W, argmax restricted to the union of two
+discs around handle and target (radius max(‖h − t‖/√2, 5)), distances divided by W and H per axis, mean
+over points then over images; tables ×100.
+
+Seed policy: a generator seeded with `features.seed` (42) per sample; the source image is featurised
+first and the edited image continues the same stream, as in the references.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.metrics.base import Metric, MetricValue
+from harness.metrics.dift import DiftFeaturizer
+from harness.metrics.lpips_alex import pil_resize_bilinear, to_unit_range
+from harness.registry import METRICS
+from harness.types import DragSample
+
+
+def argmax_match_pixels(src_feat: torch.Tensor, trg_feat: torch.Tensor, handles_rc: torch.Tensor) -> torch.Tensor:
+    """(row, col) of the best cosine match in `trg_feat` for each handle's `src_feat` vector (whole image)."""
+    c, h, w = trg_feat.shape[1:]
+    queries = F.normalize(src_feat[0, :, handles_rc[:, 0], handles_rc[:, 1]].float(), dim=0, eps=1e-8)  # C×N
+    keys = F.normalize(trg_feat[0].float().reshape(c, -1), dim=0, eps=1e-8)
+    best = (queries.t() @ keys).argmax(dim=1)
+    return torch.stack([best // w, best % w], dim=1)
+
+
+def disc_union_mask(src: torch.Tensor, trg: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """RegionDrag's search region per pair: union of discs around handle and target, radius max(d/√2, 5)."""
+    src, trg = src.float(), trg.float()
+    radius = ((src - trg).norm(dim=1) / (2 ** 0.5)).clamp(min=5)
+    ys, xs = torch.meshgrid(torch.arange(hw[0], device=src.device), torch.arange(hw[1], device=src.device), indexing="ij")
+    d0 = ((xs - src[:, None, None, 0]) ** 2 + (ys - src[:, None, None, 1]) ** 2).sqrt()
+    d1 = ((xs - trg[:, None, None, 0]) ** 2 + (ys - trg[:, None, None, 1]) ** 2).sqrt()
+    return (d0 < radius[:, None, None]) | (d1 < radius[:, None, None])
+
+
+def masked_argmax_match_xy(src_feat: torch.Tensor, trg_feat: torch.Tensor, query_xy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x, y) of the best normalised dot-product match inside each query's mask (RegionDrag `nn_get_matches`)."""
+    c, h, w = trg_feat.shape[1:]
+    q = F.normalize(src_feat[0, :, query_xy[:, 1], query_xy[:, 0]], p=2, dim=0)
+    keys = F.normalize(trg_feat, p=2, dim=1).reshape(c, -1)
+    sim = q.t() @ keys
+    sim = torch.where(mask.reshape(-1, h * w), sim, torch.full_like(sim, -torch.inf))
+    best = sim.argmax(dim=-1)
+    return torch.stack([best % w, best // w], dim=1).float()
+
+
+class _MdDift(Metric):
+    families = ("drag",)
+    dift_dtype = torch.float32
+
+    def featurizer(self) -> DiftFeaturizer:
+        key = ("dift", self.dift_dtype)
+        cache = self.context._cache
+        if key not in cache:
+            cache[key] = DiftFeaturizer(self.context.dift_models(self.context.dtype(self.dift_dtype)))
+        return cache[key]
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator(device=self.context.device).manual_seed(self.context.seed)
+
+    def settings(self) -> dict[str, Any]:
+        f = self.featurizer()
+        return {**f.models.describe(), "t": f.t, "up_ft_index": f.up_ft_index, "ensemble": f.ensemble,
+                "seed_policy": f"per-sample generator seeded {self.context.seed}, source then edited"}
+
+
+@METRICS.register("md_dift@dragdiffusion")
+class MdDiftDragDiffusion(_MdDift):
+    id = "md_dift@dragdiffusion"
+    aggregation = "weighted_mean"
+
+    def compute(self, sample: DragSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
+        dift = self.featurizer()
+        m = dift.models
+        edited = pil_resize_bilinear(edited, sample.size)
+        h, w = sample.image.shape[:2]
+        g = self.generator()
+        feats = []
+        for image in (sample.image, edited):
+            x = to_unit_range(image, m.device, m.dtype)
+            feats.append(F.interpolate(dift(x, sample.prompt, "sample", g).float(), (h, w), mode="bilinear"))
+        handles = torch.from_numpy(sample.handles.astype(np.int64)[:, ::-1].copy()).to(m.device)  # (row, col)
+        targets = torch.from_numpy(sample.targets.astype(np.int64)[:, ::-1].copy()).to(m.device)
+        matched = argmax_match_pixels(feats[0], feats[1], handles)
+        dist = (targets - matched).float().norm(dim=1)
+        return MetricValue(float(dist.mean()), weight=float(len(dist)), info={"distances": dist.tolist()})
+
+
+@METRICS.register("md_dift@regiondrag")
+class MdDiftRegionDrag(_MdDift):
+    id = "md_dift@regiondrag"
+    dift_dtype = torch.float16
+    table_scale = 100.0
+    resolution = 768
+
+    def compute(self, sample: DragSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
+        dift = self.featurizer()
+        m = dift.models
+        h, w = sample.image.shape[:2]
+        src_kps = torch.from_numpy(sample.handles.astype(np.int64)).to(m.device)
+        trg_kps = torch.from_numpy(sample.targets.astype(np.int64)).to(m.device)
+        if edited.shape != sample.image.shape:
+            eh, ew = edited.shape[:2]
+            edited = cv2.resize(edited, (w, h))
+            trg_kps = (trg_kps * torch.tensor([w, h], device=m.device) / torch.tensor([ew, eh], device=m.device)).long()
+        g = self.generator()
+        feats = []
+        for image in (sample.image, edited):
+            x = F.interpolate(to_unit_range(image, m.device, m.dtype), size=(self.resolution, self.resolution))
+            feats.append(F.interpolate(dift(x, sample.prompt, "mode", g), size=(h, w)))
+        mask = disc_union_mask(src_kps, trg_kps, (h, w))
+        pred = masked_argmax_match_xy(feats[0], feats[1], src_kps, mask)
+        d = trg_kps.float() - pred
+        d[:, 0] /= w
+        d[:, 1] /= h
+        dist = d.norm(dim=-1)
+        return MetricValue(float(dist.mean()), info={"distances": dist.tolist()})

@@ -1,0 +1,38 @@
+"""Metrics read from the run record rather than the image: edit time and peak memory.
+
+`time` is the edit's wall clock (device-synchronised, model loading and warm-up excluded); the
+`time_*_s` ids split it as RegionDrag's running-time chart does (LoRA fitting vs drag).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness.metrics.base import Metric, MetricValue
+from harness.registry import METRICS
+from harness.types import Sample
+
+
+class RecordField(Metric):
+    families = ("drag", "prompt", "exemplar")
+    uses_output = False
+    path: tuple[str, ...] = ()
+
+    def compute(self, sample: Sample, edited: np.ndarray | None, record: Mapping[str, Any]) -> MetricValue:
+        value: Any = record
+        for key in self.path:
+            value = value.get(key, 0.0) if isinstance(value, Mapping) else 0.0
+        return MetricValue(float(value or 0.0))
+
+
+def _record_metric(metric_id: str, path: tuple[str, ...], doc: str) -> None:
+    cls = type(metric_id, (RecordField,), {"id": metric_id, "path": path, "__doc__": doc})
+    METRICS.register(metric_id)(cls)
+
+
+_record_metric("time", ("timing", "total_s"), "Edit wall clock in seconds (LoRA included), device-synchronised.")
+_record_metric("time_total_s", ("timing", "total_s"), "Same as `time`: LoRA + drag seconds.")
+_record_metric("time_edit_s", ("timing", "edit_s"), "Drag seconds (total minus LoRA fitting).")
+_record_metric("time_lora_s", ("timing", "lora_s"), "LoRA fitting seconds (0 for cached or LoRA-free methods).")
+_record_metric("peak_mem", ("memory", "peak_mib"), "Peak GPU memory allocated during the edit, MiB (0 on CPU).")

@@ -1,0 +1,147 @@
+"""RegionDrag (Visual-AI/RegionDrag @5cf4922, "Encode then CP", protocols.md §3.1).
+
+1. Region pairs → dense handle/target pairs (`harness.regions`), divided by 8 (floor) onto the latent grid.
+2. Cycle-SDE inversion of the VAE latent (`latent_dist.sample()`) from t = 50 to t = start_t·1000 + 50 over
+   the DPM-Solver timestep list, recording every self-attention K/V.
+3. Handle "blur": the start latent at the handle points becomes √(1−α²)·z + α·ε.
+4. Denoising over `timesteps[steps−start−1 : −1]` with the cached noise; before each step the inversion
+   latent is copy-pasted handle → target (gated, see `copy_paste_gate`), the latent outside the mask is
+   reset to the inversion latent, and every self-attention K/V is replaced by the recorded one.
+5. Decode (truncating ×255), `cv2.resize` back to H×W, composite with the source outside the mask.
+
+`copy_paste_gate`:
+- `as_released`: the released code compares timestep *values* with `int(end_t·steps)` = 4, so copy-paste
+  runs at every denoising step (the published numbers);
+- `paper`: copy-paste while t ≥ end_t·1000 (t″ = 0.2 → 8 of 10 steps);
+- `first_step`: only at the first denoising step (the copy-paste timing ablation's extreme).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.diffusion.attention import KVRecorder
+from harness.diffusion.cycle_sde import CycleSDE
+from harness.diffusion.latents import decode_to_uint8, encode
+from harness.method import EditMethod
+from harness.registry import METHODS
+from harness.types import DragSample, EditResult
+
+GATES = ("as_released", "paper", "first_step")
+
+
+@dataclass
+class RegionDragConfig:
+    steps: int = 20
+    start_t: float = 0.5
+    end_t: float = 0.2
+    noise_scale: float = 1.0  # α of the handle blur: 1.0 for evaluation, 0.6 in the UI
+    copy_paste_gate: str = "as_released"
+    ip_adapter: str = "off"  # the released code's IP-Adapter Plus (scale 0.5) needs h94/IP-Adapter weights
+
+    def __post_init__(self) -> None:
+        if self.copy_paste_gate not in GATES:
+            raise ValueError(f"regiondrag: copy_paste_gate must be one of {GATES}, got {self.copy_paste_gate!r}")
+        if not 0 < self.start_t <= 1 or not 0 <= self.end_t <= self.start_t:
+            raise ValueError(f"regiondrag: need 0 <= end_t <= start_t <= 1, got start_t={self.start_t}, end_t={self.end_t}")
+        if self.ip_adapter != "off":
+            raise ValueError("regiondrag: ip_adapter other than 'off' is not supported yet (no IP-Adapter weights offline)")
+
+
+def latent_points(points: np.ndarray, latent_hw: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    """Pixel (x, y) → latent indices by floor division, as `drag()` does; clip to the grid (the reference
+    would index out of bounds for points in the rows a non-multiple-of-8 height loses)."""
+    idx = np.floor_divide(points.astype(np.int64), 8)
+    clipped = np.clip(idx, 0, [latent_hw[1] - 1, latent_hw[0] - 1])
+    return torch.from_numpy(clipped), int((clipped != idx).any(axis=1).sum())
+
+
+@METHODS.register("regiondrag")
+class RegionDrag(EditMethod):
+    name = "regiondrag"
+    Config = RegionDragConfig
+
+    def setup(self, models) -> None:
+        from diffusers import DPMSolverMultistepScheduler
+
+        self.models = models
+        scheduler = DPMSolverMultistepScheduler.from_config(models.scheduler_config)
+        scheduler.set_timesteps(self.config.steps)
+        self.timesteps = [int(t) for t in scheduler.timesteps]
+        self.sde = CycleSDE(scheduler.alphas_cumprod, self.config.steps, scheduler.config.num_train_timesteps)
+        self._empty_prompt = None
+
+    def _gate(self, t: int, first: bool) -> bool:
+        gate = self.config.copy_paste_gate
+        if gate == "as_released":
+            return t >= int(self.config.end_t * self.config.steps)
+        if gate == "paper":
+            return t >= self.config.end_t * 1000
+        return first
+
+    @torch.no_grad()
+    def edit(self, sample: DragSample, seed: int) -> EditResult:
+        m, cfg = self.models, self.config
+        device, dtype = m.device, m.dtype
+        generator = torch.Generator(device=device).manual_seed(seed)
+        h, w = sample.image.shape[:2]
+
+        latent = encode(m.vae, sample.image, generator, dtype)
+        lh, lw = latent.shape[-2:]
+        source, n_clipped_src = latent_points(sample.edit_handles, (lh, lw))
+        target, n_clipped_trg = latent_points(sample.edit_targets, (lh, lw))
+        source, target = source.to(device), target.to(device)
+        text = m.encode_prompt(sample.prompt)
+        mask = torch.from_numpy(sample.editing_mask.astype(np.uint8))[None, None].to(device)
+        mask = F.interpolate(mask, size=(lh, lw)).expand_as(latent) == 1
+
+        def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+            return m.unet(x, t, encoder_hidden_states=text).sample
+
+        start = int(cfg.start_t * cfg.steps)
+        kv = KVRecorder(m.unet)
+        trajectory, noises = [latent], []
+        t0 = time.perf_counter()
+        with kv.capture():
+            x = latent
+            for t in reversed(self.timesteps[cfg.steps - start:]):
+                x, w_noise = self.sde.forward_step(eps, x, t, generator)
+                trajectory.append(x)
+                noises.append(w_noise)
+
+        x = trajectory[-1].clone()
+        handle_latents = x[0, :, source[:, 1], source[:, 0]]
+        keep = (1 - cfg.noise_scale ** 2) ** 0.5 if cfg.noise_scale < 1 else 0
+        blur = torch.randn(handle_latents.shape, generator=generator, device=device, dtype=dtype)
+        x[0, :, source[:, 1], source[:, 0]] = handle_latents * keep + blur * cfg.noise_scale
+
+        pasted_steps = []
+        with kv.replay():
+            for i, t in enumerate(self.timesteps[cfg.steps - start - 1 : -1]):
+                reference = trajectory.pop()
+                if self._gate(t, first=i == 0):
+                    x[0, :, target[:, 1], target[:, 0]] = reference[0, :, source[:, 1], source[:, 0]]
+                    pasted_steps.append(t)
+                x = torch.where(mask, x, reference)
+                x = self.sde.reverse_step(eps, x, t, noises.pop())
+        t_loop = time.perf_counter() - t0
+
+        image = decode_to_uint8(m.vae, x)
+        image = cv2.resize(image, (w, h))
+        edit_mask = sample.editing_mask
+        if not edit_mask.all():
+            image = np.where(edit_mask[:, :, None], image, sample.image)
+        info = {
+            "inversion_timesteps": [t + self.sde.stride for t in reversed(self.timesteps[cfg.steps - start:])],
+            "denoising_timesteps": self.timesteps[cfg.steps - start - 1 : -1],
+            "copy_paste_timesteps": pasted_steps,
+            "latent_size": [int(lh), int(lw)],
+            "dense_pairs": int(len(source)),
+            "points_clipped_to_latent": n_clipped_src + n_clipped_trg,
+        }
+        return EditResult(image=np.ascontiguousarray(image), timings={"diffusion_loop": t_loop}, info=info)

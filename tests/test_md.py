@@ -1,0 +1,115 @@
+"""Both mean-distance protocols on synthetic cases with known answers.
+
+The DIFT featurizer is replaced by an exactly translation-equivariant extractor (a random convolution with
+circular padding): for an edited image that is the source circularly shifted by k pixels, every handle's
+best match is the handle moved by k, so the mean distance is known in closed form.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.metrics.base import MetricContext
+from harness.metrics.md_dift import MdDiftDragDiffusion, MdDiftRegionDrag, disc_union_mask
+from harness.pipeline import leaderboard
+from harness.types import DragSample
+
+
+class ShiftEquivariant:
+    """Stands in for `DiftFeaturizer`: 32 random channels from 5×5 patches, circular padding."""
+
+    def __init__(self, models):
+        self.models = models
+        self.weight = torch.randn(32, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+        self.t, self.up_ft_index, self.ensemble = 261, 1, 8
+
+    def __call__(self, image, prompt, latent, generator):
+        x = F.pad(image.float(), (2, 2, 2, 2), mode="circular")
+        return F.conv2d(x, self.weight)
+
+
+class FakeModels:
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def describe(self):
+        return {"model": "test:shift-equivariant"}
+
+
+def metric(cls):
+    m = cls(MetricContext({"seed": 42}, device="cpu"))
+    m.context._cache[("dift", cls.dift_dtype)] = ShiftEquivariant(FakeModels())
+    return m
+
+
+def shifted_pair(h=96, w=96, k=(5, 3)):
+    rng = np.random.default_rng(1)
+    source = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    edited = np.roll(source, shift=(k[1], k[0]), axis=(0, 1))  # moves content by +k (x, y)
+    return source, edited
+
+
+def drag_sample(source, handles, targets):
+    return DragSample("t/c/s", source, "p", handles, targets, np.ones(source.shape[:2], bool))
+
+
+def test_md_dragdiffusion_is_zero_when_targets_equal_the_true_motion():
+    source, edited = shifted_pair(k=(5, 3))
+    handles = np.array([[30, 40], [60, 20], [45, 70]], float)
+    value = metric(MdDiftDragDiffusion).compute(drag_sample(source, handles, handles + [5, 3]), edited, {})
+    assert value.value == pytest.approx(0.0) and value.weight == 3
+
+
+def test_md_dragdiffusion_measures_pixels_to_the_target():
+    source, edited = shifted_pair(k=(5, 3))
+    handles = np.array([[30, 40], [60, 20]], float)
+    targets = handles + [5 + 6, 3 + 8]  # the content arrived 10 px short of the target
+    value = metric(MdDiftDragDiffusion).compute(drag_sample(source, handles, targets), edited, {})
+    assert value.value == pytest.approx(10.0)
+
+
+def test_md_regiondrag_normalises_per_axis():
+    source, edited = shifted_pair(h=96, w=96, k=(4, 2))  # 96 → 768 is an exact ×8 nearest resize
+    handles = np.array([[30, 40], [50, 60]], float)
+    targets = handles + [4 + 3, 2]  # 3 px short in x only; discs of radius ≥ 5 contain the true match
+    value = metric(MdDiftRegionDrag).compute(drag_sample(source, handles, targets), edited, {})
+    assert value.value == pytest.approx(3 / 96)
+    exact = metric(MdDiftRegionDrag).compute(drag_sample(source, handles, handles + [4, 2]), edited, {})
+    assert exact.value == pytest.approx(0.0)
+
+
+def test_md_regiondrag_search_is_restricted_to_the_discs():
+    source, edited = shifted_pair(k=(20, 0))
+    handles = np.array([[30.0, 40.0]])
+    targets = np.array([[32.0, 40.0]])  # discs of radius 5 around (30,40) and (32,40): (50,40) is outside
+    value = metric(MdDiftRegionDrag).compute(drag_sample(source, handles, targets), edited, {})
+    assert value.value < 8 / 96  # the best match inside the discs, not the true one 18 px away
+    mask = disc_union_mask(torch.tensor([[30, 40]]), torch.tensor([[32, 40]]), (96, 96))
+    assert mask[0, 40, 30] and mask[0, 40, 36] and not mask[0, 40, 50]
+
+
+def test_pooled_versus_per_image_averaging():
+    """@dragdiffusion pools points over images (weights); @regiondrag averages images."""
+    rows = pd.DataFrame([
+        {"dataset": "d", "method": "m", "method_key": "k", "sample_id": "a", "metric": "md_dift@dragdiffusion", "value": 10.0, "weight": 4.0, "status": "ok"},
+        {"dataset": "d", "method": "m", "method_key": "k", "sample_id": "b", "metric": "md_dift@dragdiffusion", "value": 40.0, "weight": 1.0, "status": "ok"},
+        {"dataset": "d", "method": "m", "method_key": "k", "sample_id": "a", "metric": "md_dift@regiondrag", "value": 0.1, "weight": 1.0, "status": "ok"},
+        {"dataset": "d", "method": "m", "method_key": "k", "sample_id": "b", "metric": "md_dift@regiondrag", "value": 0.4, "weight": 1.0, "status": "ok"},
+    ])
+    board = leaderboard(rows, ["md_dift@dragdiffusion", "md_dift@regiondrag"])
+    assert board.loc[0, "md_dift@dragdiffusion"] == pytest.approx(16.0)
+    assert board.loc[0, "md_dift@regiondrag"] == pytest.approx(0.25)
+
+
+def test_real_dift_path_runs_and_is_seeded(smoke_features):
+    """The DIFT path on tiny SD 2.1-shaped weights: deterministic per seed, both protocols."""
+    source, edited = shifted_pair(h=64, w=80)
+    sample = drag_sample(source, np.array([[20.0, 30.0]]), np.array([[28.0, 30.0]]))
+    for cls in (MdDiftDragDiffusion, MdDiftRegionDrag):
+        ctx = MetricContext(smoke_features, device="cpu")
+        a = cls(ctx).compute(sample, edited, {})
+        b = cls(MetricContext(smoke_features, device="cpu")).compute(sample, edited, {})
+        assert a.value == b.value and np.isfinite(a.value)
+        assert cls(ctx).settings()["model"] == "random:tiny_sd21:seed0"
