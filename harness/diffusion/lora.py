@@ -159,7 +159,10 @@ def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dic
     text = models.encode_prompt(prompt)
     dist = None if spec.augment == "per_step" else _latent_dist(vae, _training_images(image, spec, crops))
 
-    unet.add_adapter(_lora_config(spec.rank), adapter_name=ADAPTER)
+    # peft draws the initial down-projections from the global generator: seed it, and leave it as found
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.seed)
+        unet.add_adapter(_lora_config(spec.rank), adapter_name=ADAPTER)
     try:
         params = _lora_parameters(unet)
         for p in params:  # float32 master weights, as accelerate keeps them
