@@ -110,7 +110,14 @@ def main() -> None:
     rows, payload = [], {"size": size, "model": models.describe(), "dense_pairs": int(len(sample.dense_handles))}
 
     ours = time_fn(lambda: method.edit(sample, 42), warmup=1 if args.smoke else 3, repeat=repeat)
-    rows.append({"what": "regiondrag (ours)", **ours})
+    rows.append({"what": "regiondrag (ours, CUDA graphs on GPU)", **ours})
+    eager_method = RegionDrag.build({"cuda_graphs": False})
+    eager_method.setup(models)
+    eager = time_fn(lambda: eager_method.edit(sample, 42), warmup=1, repeat=repeat)
+    rows.append({"what": "regiondrag (ours, eager)", **eager})
+    payload["regiondrag_eager"] = eager
+    diff = np.abs(method.edit(sample, 42).image.astype(int) - eager_method.edit(sample, 42).image.astype(int))
+    payload["graphs_vs_eager_max_abs_diff"] = int(diff.max())
 
     def generate():
         models.pipe("a photo of a painting", num_inference_steps=20, guidance_scale=7.5, height=size, width=size,
@@ -145,7 +152,7 @@ def main() -> None:
 
     sync()
     print_table(rows)
-    for key in ("ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
+    for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
         if key in payload:
             print(f"{key}: {payload[key]}")
     print(f"wrote {write_result('regiondrag', payload, args.smoke)}")
