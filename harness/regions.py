@@ -107,9 +107,10 @@ def _idw_move(points: np.ndarray, references: np.ndarray, displacements: np.ndar
     if len(refs) > max_references:
         index = torch.linspace(0, len(refs) - 1, steps=max_references).long()
         refs, moves = refs[index], moves[index]
-    # Coordinates are integers, so float32 differences are exact and rounding the float32 norm to `dtype`
+    # Coordinates are integers, so float32 differences are exact and rounding the float32 norm to float16
     # equals the reference's half-precision norm (float accumulation), several times faster on a CPU.
-    distance = torch.linalg.vector_norm(pts.float()[:, None, :] - refs.float()[None, :, :], dim=-1).to(dtype)
+    work = torch.promote_types(dtype, torch.float32)
+    distance = torch.linalg.vector_norm(pts.to(work)[:, None, :] - refs.to(work)[None, :, :], dim=-1).to(dtype)
     # The k nearest with ties broken by reference index: distances between integer points that differ do so
     # by more than 100·2⁻²⁰, so adding index·2⁻²⁰ makes every key unique without reordering distinct ones.
     key = distance.double() + torch.arange(len(refs), dtype=torch.float64) * 2.0 ** -20

@@ -4,7 +4,7 @@ Prints one JSON object: `samples`, `pairs` (drag handle→target pairs), `catego
 `image_sizes` ("WxH" → count), `points_per_sample`, `dense_pairs` (with regions), … The dataset's config
 `conf/dataset/<name>.yaml` supplies defaults; `key=value` pairs override its options (e.g.
 `regions=from_points`, `categories=[animals]`, `point_fraction=0.25`). Invalid samples are listed on stderr
-and the exit status is 1. `--verify` also decodes every image (finds truncated files; slower).
+and the exit status is 1 (2 for a bad command line). `--verify` also decodes every image (finds truncated files; slower).
 `python -m harness.data list` prints the dataset names.
 """
 from __future__ import annotations
@@ -18,6 +18,10 @@ from harness.data.base import DataError
 from harness.paths import CONF_DIR
 
 
+class UsageError(Exception):
+    """A bad command line (exit status 2; invalid data exits with 1)."""
+
+
 def dataset_config(name: str, root: str | None, overrides: Sequence[str]) -> dict[str, Any]:
     """`conf/dataset/<name>.yaml` (when there is one) with `root` and `key=value` overrides applied."""
     import yaml
@@ -28,12 +32,10 @@ def dataset_config(name: str, root: str | None, overrides: Sequence[str]) -> dic
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: expected key=value, got {item!r}")
+            raise UsageError(f"expected key=value, got {item!r}")
         cfg[key.removeprefix("dataset.")] = yaml.safe_load(value)
     if root is not None:
         cfg["root"] = root
-    if cfg.get("root") in (None, "", "???"):
-        raise SystemExit(f"error: dataset {name!r} needs --root PATH")
     return cfg
 
 
@@ -60,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dataset = open_dataset(dataset_config(args.dataset, args.root, args.overrides))
         stats, errors = describe(dataset, verify=args.verify)
-    except (DataError, UnknownNameError) as exc:
+    except (UsageError, UnknownNameError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for message in errors:

@@ -9,9 +9,10 @@ ablation knob).
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
@@ -64,7 +65,8 @@ class DatasetLoader:
     def root_dir(self) -> Path:
         """The dataset root, checked to exist (file-backed loaders only)."""
         if self.root is None:
-            raise DataError(f"dataset {self.name!r}: no root given; set dataset.root=/path/to/{self.name}")
+            raise DataError(f"dataset {self.name!r}: no root given (set dataset.root=/path/to/{self.name}, "
+                            "or --root with `python -m harness.data describe`)")
         path = Path(self.root).expanduser()
         if not path.is_dir():
             raise DataError(f"dataset {self.name!r}: root {path} is not a directory")
@@ -131,7 +133,9 @@ class Dataset:
         return self.loader.family
 
     def wanted_ids(self) -> list[str]:
-        """The ids named by `ids` and `ids_file` (one per line; blank lines and `#` comments skipped)."""
+        """The ids named by `ids` and `ids_file` (one per line; blank lines and `#` comments skipped).
+
+        Each may be a full id, `<category>/<name>`, or a bare `<name>` that only one category has."""
         wanted = [str(i) for i in self.ids]
         if self.ids_file:
             path = Path(self.ids_file).expanduser()
@@ -156,18 +160,29 @@ class Dataset:
             ids = [i for i in ids if i.split("/")[1] in wanted]
         wanted_ids = self.wanted_ids()
         if wanted_ids:
-            keys = {i: i for i in ids} | {i.split("/", 1)[1]: i for i in ids}  # full id or <category>/<name>
-            unknown = [w for w in wanted_ids if w not in keys]
-            if unknown:
-                hint = difflib.get_close_matches(unknown[0], list(keys), n=1)
-                raise DataError(f"dataset {self.name!r}: {len(unknown)} requested sample id(s) not found (among "
-                                f"the selected categories): {unknown[:5]}"
-                                + (f"; did you mean {hint[0]!r}?" if hint else ""))
-            chosen = {keys[w] for w in wanted_ids}
+            chosen = self._resolve(ids, wanted_ids)
             ids = [i for i in ids if i in chosen]
         if self.limit is not None:
             ids = ids[: self.limit]
         return [i for i in ids if self.shard.owns(i)]
+
+    def _resolve(self, ids: list[str], wanted: list[str]) -> set[str]:
+        """Match requested ids (full, `<category>/<name>` or bare `<name>`) against `ids`."""
+        matches: dict[str, set[str]] = defaultdict(set)
+        for i in ids:
+            category_name = i.split("/", 1)[1]
+            for key in (i, category_name, category_name.rsplit("/", 1)[-1]):
+                matches[key].add(i)
+        ambiguous = [w for w in wanted if len(matches.get(w, ())) > 1]
+        if ambiguous:
+            raise DataError(f"dataset {self.name!r}: sample name(s) {ambiguous[:5]} occur in several categories; "
+                            "use <category>/<name>")
+        unknown = [w for w in wanted if w not in matches]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], list(matches), n=1)
+            raise DataError(f"dataset {self.name!r}: {len(unknown)} requested sample id(s) not found (among the "
+                            f"selected categories): {unknown[:5]}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return {next(iter(matches[w])) for w in wanted}
 
     def _subsample_seed(self, sample_id: str) -> int:
         return self.point_seed + zlib.crc32(sample_id.encode())
@@ -184,8 +199,7 @@ class Dataset:
         """`SampleInfo` after the dataset options (the dense-pair count after point subsampling)."""
         info = self.loader.inspect(sample_id)
         if info.dense_pairs is not None and self.point_fraction < 1.0:
-            info = SampleInfo(info.sample_id, info.category, info.size, info.pairs,
-                              kept_pair_count(info.dense_pairs, self.point_fraction))
+            info = dataclasses.replace(info, dense_pairs=kept_pair_count(info.dense_pairs, self.point_fraction))
         return info
 
     def __iter__(self) -> Iterator[Sample]:

@@ -22,20 +22,21 @@ def describe(dataset: Dataset, verify: bool = False) -> tuple[dict[str, Any], li
         except DataError as exc:
             errors.append(str(exc))
     sizes = Counter(info.size for info in infos)
+    drag = dataset.family == "drag"
     stats: dict[str, Any] = {
         "dataset": dataset.name,
         "root": dataset.loader.root,
         "family": dataset.family,
         "samples": len(infos),
-        "pairs": sum(i.pairs for i in infos) if dataset.family == "drag" else None,
+        "pairs": sum(i.pairs or 0 for i in infos) if drag else None,
         "categories": dict(sorted(Counter(i.category for i in infos).items())),
         "image_sizes": {f"{w}x{h}": n for (w, h), n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))},
-        "verified_pixels": verify,
     }
-    if dataset.family == "drag":
-        per_sample = Counter(2 * i.pairs for i in infos)  # handles + targets, as the dataset cards count them
+    if drag:
+        per_sample = Counter(2 * (i.pairs or 0) for i in infos)  # handles + targets, as the cards count them
         stats["points_per_sample"] = {str(k): per_sample[k] for k in sorted(per_sample)}
         dense = [i.dense_pairs for i in infos if i.dense_pairs is not None]
         if dense:
             stats["dense_pairs"] = sum(dense)
+    stats["verified_pixels"] = verify
     return stats, errors

@@ -78,10 +78,10 @@ class DragFolderLoader(DatasetLoader):
 
     def folder(self, sample_id: str) -> Path:
         category, name = self.split_id(sample_id)
-        path = self.root_dir / category / name if self.nested else self.root_dir / name
         if not self.nested and category != FLAT_CATEGORY:
             raise DataError(f"dataset {self.name!r}: invalid sample id {sample_id!r} (category must be "
                             f"{FLAT_CATEGORY!r})")
+        path = self.root_dir / category / name if self.nested else self.root_dir / name
         if not (path / self.annotation).is_file():
             raise DataError(f"{path / self.annotation}: file not found (sample {sample_id})")
         return path

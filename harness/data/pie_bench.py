@@ -89,20 +89,22 @@ class PIEBench(DatasetLoader):
                 raise DataError(f"{self.mapping_path}: expected a non-empty JSON object keyed by image id")
             ids: dict[str, str] = {}
             for key, entry in data.items():
-                entry = check_keys(entry, f"{self.mapping_path}: entry {key!r}", FIELDS, exact=False)
+                entry = check_keys(entry, self._where(key), FIELDS, exact=False)
                 ids[f"{self.name}/{self._type_folder(key, entry)}/{key}"] = key
             self._mapping, self._ids = data, ids
         return self._mapping
 
+    def _where(self, key: str) -> str:
+        return f"{self.mapping_path}: entry {key!r}"
+
     def _type_folder(self, key: str, entry: Mapping[str, Any]) -> str:
-        where = f"{self.mapping_path}: entry {key!r} field 'image_path'"
-        image_path = check_str(entry["image_path"], self.mapping_path, f"{key}.image_path")
-        parts = PurePosixPath(image_path).parts
-        if len(parts) < 2 or PurePosixPath(image_path).is_absolute() or ".." in parts:
-            raise DataError(f"{where}: {image_path!r} must be a relative path <type folder>/…/<id>.jpg")
-        if PurePosixPath(image_path).stem != key:
-            raise DataError(f"{where}: file name {parts[-1]!r} does not match the entry id {key!r}")
-        return parts[0]
+        image_path = PurePosixPath(check_str(entry["image_path"], self._where(key), "image_path"))
+        where = f"{self._where(key)}: field 'image_path'"
+        if len(image_path.parts) < 2 or image_path.is_absolute() or ".." in image_path.parts:
+            raise DataError(f"{where} {str(image_path)!r} must be a relative path <type folder>/…/<id>.jpg")
+        if image_path.stem != key:
+            raise DataError(f"{where}: file name {image_path.name!r} does not match the entry id")
+        return image_path.parts[0]
 
     def list_ids(self) -> list[str]:
         self._load_mapping()
@@ -120,21 +122,21 @@ class PIEBench(DatasetLoader):
     def _parse(self, sample_id: str) -> dict[str, Any]:
         """Validate one entry and the header of its image; everything but the decoded pixels."""
         key, entry = self._entry(sample_id)
-        where = f"{self.mapping_path}: entry {key!r}"
-        text = {f: check_str(entry[f], self.mapping_path, f"{key}.{f}")
+        where = self._where(key)
+        text = {f: check_str(entry[f], where, f)
                 for f in ("original_prompt", "editing_prompt", "editing_instruction", "blended_word")}
         type_id = entry["editing_type_id"]
         if not (isinstance(type_id, str) and type_id.isdigit() and int(type_id) in EDIT_TYPES):
-            raise DataError(f"{where} field 'editing_type_id': expected a string \"0\" … \"9\", got {type_id!r}")
+            raise DataError(f"{where}: field 'editing_type_id': expected a string \"0\" … \"9\", got {type_id!r}")
         folder = self.split_id(sample_id)[0]
         if not folder.startswith(f"{type_id}_"):
-            raise DataError(f"{where} field 'image_path': folder {folder!r} does not belong to editing type {type_id}")
+            raise DataError(f"{where}: field 'image_path': folder {folder!r} does not belong to editing type {type_id}")
         image = self.root_dir / self.options["images"] / entry["image_path"]
         header = image_header(image, "source image")
         if header.size != (MASK_SHAPE[1], MASK_SHAPE[0]):
             raise DataError(f"{image}: source image is {header.size[0]}x{header.size[1]}, but PIE-Bench masks "
-                            f"(entry {key!r} field 'mask') are defined on {MASK_SHAPE[1]}x{MASK_SHAPE[0]}")
-        mask = decode_rle(entry["mask"], MASK_SHAPE, where=f"{where} field 'mask'")
+                            f"({where}: field 'mask') are defined on {MASK_SHAPE[1]}x{MASK_SHAPE[0]}")
+        mask = decode_rle(entry["mask"], MASK_SHAPE, where=f"{where}: field 'mask'")
         return {"key": key, "entry": entry, "text": text, "type_id": int(type_id), "image": image,
                 "size": header.size, "mask": mask, "category": folder}
 
