@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from harness.diffusion.attention import KVRecorder
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode_to_uint8, encode
+from harness.diffusion.numerics import check_finite
 from harness.method import EditMethod
 from harness.registry import METHODS
 from harness.types import DragSample, EditResult
@@ -109,8 +110,9 @@ class RegionDrag(EditMethod):
         t0 = time.perf_counter()
         with kv.capture():
             x = latent
-            for t in reversed(self.timesteps[cfg.steps - start:]):
+            for i, t in enumerate(reversed(self.timesteps[cfg.steps - start:])):
                 x, w_noise = self.sde.forward_step(eps, x, t, generator)
+                check_finite(x, "inversion", i, t)
                 trajectory.append(x)
                 noises.append(w_noise)
 
@@ -128,10 +130,11 @@ class RegionDrag(EditMethod):
                     x[0, :, target[:, 1], target[:, 0]] = reference[0, :, source[:, 1], source[:, 0]]
                     pasted_steps.append(t)
                 x = torch.where(mask, x, reference)
-                x = self.sde.reverse_step(eps, x, t, noises.pop())
+                x = check_finite(self.sde.reverse_step(eps, x, t, noises.pop()), "denoising", i, t)
         t_loop = time.perf_counter() - t0
 
-        image = decode_to_uint8(m.vae, x)
+        numerics: dict = {}
+        image = decode_to_uint8(m.vae, x, numerics)
         image = cv2.resize(image, (w, h))
         edit_mask = sample.editing_mask
         if not edit_mask.all():
@@ -143,5 +146,6 @@ class RegionDrag(EditMethod):
             "latent_size": [int(lh), int(lw)],
             "dense_pairs": int(len(source)),
             "points_clipped_to_latent": n_clipped_src + n_clipped_trg,
+            **numerics,
         }
         return EditResult(image=np.ascontiguousarray(image), timings={"diffusion_loop": t_loop}, info=info)

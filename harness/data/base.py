@@ -7,12 +7,16 @@ point pairs (RegionDrag's ablation knob).
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from harness.regions import subsample_pairs
+from harness.store import InvalidSampleId, sample_relpath
 from harness.types import DragSample, Family, Sample
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -61,6 +65,7 @@ class Dataset:
     shard: Shard = field(default_factory=Shard)
     point_fraction: float = 1.0
     point_seed: int = 0
+    refused_ids: dict[str, str] = field(default_factory=dict)  # id → why it was left out
 
     @property
     def name(self) -> str:
@@ -71,7 +76,7 @@ class Dataset:
         return self.loader.family
 
     def sample_ids(self) -> list[str]:
-        ids = sorted(self.loader.list_ids())
+        ids = sorted(i for i in self.loader.list_ids() if self._storable(i))
         if self.categories:
             wanted = set(self.categories)
             ids = [i for i in ids if i.split("/")[1] in wanted]
@@ -81,6 +86,18 @@ class Dataset:
         if self.limit is not None:
             ids = ids[: self.limit]
         return [i for i in ids if self.shard.owns(i)]
+
+    def _storable(self, sample_id: str) -> bool:
+        """Ids come from dataset files; one that could address a path outside the run store is left out
+        (and reported) rather than stopping the run."""
+        try:
+            sample_relpath(sample_id)
+            return True
+        except InvalidSampleId as exc:
+            if sample_id not in self.refused_ids:
+                log.warning("dataset %s: sample left out: %s", self.name, exc)
+                self.refused_ids[sample_id] = str(exc)
+            return False
 
     def load(self, sample_id: str) -> Sample:
         sample = self.loader.load_sample(sample_id)
