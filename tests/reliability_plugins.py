@@ -17,7 +17,8 @@ from harness.data import safe_io
 from harness.data.base import DataError, DatasetLoader
 from harness.diffusion.numerics import check_finite
 from harness.method import EditMethod
-from harness.registry import DATASETS, METHODS
+from harness.metrics.base import Metric, MetricValue
+from harness.registry import DATASETS, METHODS, METRICS
 from harness.types import DragSample, EditResult, PromptEditSample
 
 
@@ -111,6 +112,22 @@ class FloatNanOutput(EditMethod):
         image = sample.image.astype(np.float32)
         image[0, 0, 0] = np.nan
         return EditResult(image=image)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+@METRICS.register("test_mad")
+class MeanAbsDiff(Metric):
+    """Mean absolute pixel difference to the source, after a short pause (so a kill can land in scoring):
+    a deterministic score that needs no network."""
+
+    id = "test_mad"
+    families = ("drag", "prompt")
+
+    def compute(self, sample, edited, record):
+        time.sleep(0.1)
+        return MetricValue(float(np.abs(edited.astype(float) - sample.image).mean()))
 
 
 # ------------------------------------------------------------------------------------------ datasets
