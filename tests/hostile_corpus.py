@@ -201,6 +201,18 @@ def _replace_dir_with_outside_link(paths: dict[str, Path]) -> None:
     d.symlink_to(outside, target_is_directory=True)
 
 
+def _symlink_loop(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.with_name("loop.png"))
+    path.with_name("loop.png").symlink_to(path)
+
+
+def _fifo(path: Path) -> None:
+    """A named pipe: opening it for reading would block the run forever."""
+    path.unlink()
+    os.mkfifo(path)
+
+
 def _pie_mapping(change: Callable[[dict], None]) -> Callable[[dict[str, Path]], None]:
     return lambda p: _edit_json(p["mapping"], lambda m: change(m["000000000001"]))
 
@@ -248,6 +260,10 @@ CASES: tuple[Case, ...] = (
          ("image.png", "'image'", "outside the dataset root")),
     Case("test_folder", "symlink_dir_outside", _replace_dir_with_outside_link,
          ("sample.json", "outside the dataset root")),
+    Case("test_folder", "symlink_loop", lambda p: _symlink_loop(p["bad"] / "image.png"), ("image.png", "'image'", "cannot resolve")),
+    Case("test_folder", "fifo_image", lambda p: _fifo(p["bad"] / "mask.png"), ("mask.png", "'mask'", "not a regular file")),
+    Case("test_folder", "deeply_nested_json", lambda p: (p["bad"] / "sample.json").write_text("[" * 100_000 + "]" * 100_000),
+         ("sample.json", "nested too deeply")),
     Case("test_folder", "rle_past_image",
          lambda p: _edit_json(p["bad"] / "sample.json", _set("mask_rle", [10, 5, H * W + 3, 4])),
          ("sample.json", "'mask_rle'", "past the end")),

@@ -42,14 +42,18 @@ def resolve_inside(root: Path | str, path: Path | str, field: str) -> Path:
     """
     root_real = Path(root).resolve()
     candidate = Path(path) if Path(path).is_absolute() else Path(root) / path
-    real = candidate.resolve()
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise fail(candidate, field, f"cannot resolve the path ({exc})") from None
     if not real.is_relative_to(root_real):
         raise fail(candidate, field, f"resolves to {real}, outside the dataset root {root_real}")
     return real
 
 
 def checked_file(path: Path | str, field: str, root: Path | str | None = None) -> Path:
-    """`path` if it is a non-empty regular file (inside `root` when given)."""
+    """`path` if it is a non-empty regular file (inside `root` when given). A FIFO or device would block
+    or never end when read, so anything but a regular file is refused before it is opened."""
     path = Path(path)
     real = resolve_inside(root, path, field) if root is not None else path
     if not real.exists():
@@ -145,6 +149,8 @@ def read_json(path: Path | str, field: str, root: Path | str | None = None, max_
         raise fail(path, field, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise fail(path, field, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise fail(path, field, "JSON is nested too deeply") from None
 
 
 def check_points(points: Any, field: str, source: Path | str, size: tuple[int, int]) -> np.ndarray:
