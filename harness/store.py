@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import io
 import json
@@ -146,7 +147,7 @@ class MethodStore:
         # Only writers of this sample create these names, and they all hold its lock: any found now are
         # leftovers of a process that died mid-write.
         for path in (self.image_path(sample_id), self.record_path(sample_id), self.scores_path(sample_id)):
-            for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
@@ -213,11 +214,6 @@ def _read_json_object(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def _glob_escape(name: str) -> str:
-    """`name` as a literal inside a glob pattern."""
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
 def iter_method_stores(root: Path) -> Iterator[MethodStore]:
