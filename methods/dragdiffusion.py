@@ -63,7 +63,7 @@ class DragDiffusion(DDIMDragMethod):
             outcome, _ = self.drag_at_start(problem, loop)
         with watch("denoise"):
             latent = self.denoise_mutual(problem.latent, outcome.variable, problem.index, problem.text,
-                                         cfg.start_step, cfg.start_layer)
+                                         cfg.start_step, cfg.start_layer, problem.finite)
         return latent, {"drag_updates": outcome.steps, "drag_stopped": outcome.stopped,
                         "motion_losses": outcome.losses, "handle_distances": outcome.distances,
                         **self.points_info(problem, outcome.handles)}

@@ -84,7 +84,7 @@ class DragNoise(DDIMDragMethod):
                 swap.replacement = outcome.variable if i < cfg.steps - cfg.end_step else None
                 if swap.replacement is not None:
                     replaced.append(t)
-                x = self.ddim.step(self.eps(x, t, problem.text), t, x)
+                x = problem.finite.watch(self.ddim.step(self.eps(x, t, problem.text), t, x), "denoising", i, t)
         return x, {"drag_updates": outcome.steps, "drag_stopped": outcome.stopped,
                    "motion_losses": outcome.losses, "handle_distances": outcome.distances,
                    "bottleneck_replaced_at": replaced, **self.points_info(problem, outcome.handles)}

@@ -163,7 +163,7 @@ class FreeDrag(DDIMDragMethod):
                 searched_on = features
         with watch("denoise"):
             latent = self.denoise_mutual(problem.latent, variable.detach(), problem.index, problem.text,
-                                         cfg.start_step, cfg.start_layer)
+                                         cfg.start_step, cfg.start_layer, problem.finite)
         return latent, {"drag_updates": updates, "rounds": rounds,
                         "drag_stopped": "reached" if bool(done.all()) else "max_step",
                         **self.points_info(problem, current)}

@@ -112,6 +112,7 @@ class GoodDrag(DDIMDragMethod):
                     with watch("denoise"), torch.no_grad():
                         pair = torch.cat([reference, edited])
                         pair = self.ddim.step(self.eps(pair, t, problem.text), t, pair)
+                        pair = problem.finite.watch(pair, "denoising", i, t)
                         reference, edited = pair[:1], pair[1:]
         return edited, {"drag_updates": state.updates, "tracks": state.tracks, "drag_stopped": state.stopped,
                         **self.points_info(problem, state.handles)}

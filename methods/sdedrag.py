@@ -35,7 +35,8 @@ from PIL import Image
 
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode, encode, to_uint8
-from harness.diffusion.lora import describe_without_cache_flag, LoraSpec, lora_for_image, use_lora
+from harness.diffusion.lora import LoraSpec, lora_for_image, use_lora
+from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
 from harness.registry import METHODS
@@ -115,9 +116,7 @@ class SDEDrag(EditMethod):
     name = "sdedrag"
     families = ("drag",)
     Config = SDEDragConfig
-
-    def describe(self) -> dict[str, Any]:
-        return describe_without_cache_flag(super().describe())
+    runtime_fields = ("lora_cache",)
 
     def setup(self, models) -> None:
         from diffusers import DPMSolverMultistepScheduler
@@ -173,6 +172,7 @@ class SDEDrag(EditMethod):
             guidance = [schedule(1, cfg.guidance_scale, j, n - 1, "linear") for j in range(1, n + 1)]
             lora_scale = [schedule(1, cfg.lora_scale_min, j, n - 1, "cos") for j in range(1, n + 1)]
             sub_drags = drag_count(displacement, cfg.step_size)
+            finite = FiniteWatch()
             for i in range(sub_drags):
                 start = source + (i / sub_drags * displacement.double()).to(torch.int64)
                 end = source + ((i + 1) / sub_drags * displacement.double()).to(torch.int64)
@@ -188,12 +188,14 @@ class SDEDrag(EditMethod):
                     eps, eps_forward = self._eps_pair(x, x_after, t, text, guidance[j], lora_scale[j])
                     noise = self.sde.solve_noise(x_before, x_after, eps_forward, t - self.sde.stride)
                     x = self.sde.posterior(eps, x, t, noise)
-                    x = torch.where(keep, x, after[-1])
+                    x = finite.watch(torch.where(keep, x, after[-1]), f"backward SDE (sub-drag {i})", step, t)
                 latent = x
+            finite.raise_first()
+        info: dict[str, Any] = {}
         with watch("decode"), torch.no_grad():
-            decoded = F.interpolate(decode(m.vae, latent), sample.image.shape[:2], mode="bilinear")
+            decoded = F.interpolate(decode(m.vae, latent, info), sample.image.shape[:2], mode="bilinear")
             out = to_uint8(decoded, "round")
-        info = {**lora.info(), "sub_drags": sub_drags, "latent_size": [int(lh), int(lw)],
+        info = {**info, **lora.info(), "sub_drags": sub_drags, "latent_size": [int(lh), int(lw)],
                 "forward_timesteps": [forward_ts[0], forward_ts[-1]], "backward_timesteps": [backward_ts[0], backward_ts[-1]],
                 "resize_512": cfg.resize_512}
         return EditResult(image=np.ascontiguousarray(out), timings=timings, info=info)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from harness.diffusion.numerics import FiniteWatch
 from harness.models.architectures import SCHEDULER
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -63,9 +64,12 @@ class DDIM:
         return transfer(x, eps, self.abar(min(t - self.stride, 999)), self.abar(t))
 
     @torch.no_grad()
-    def invert(self, eps_fn: EpsFn, x0: torch.Tensor, n_steps: int) -> list[torch.Tensor]:
+    def invert(self, eps_fn: EpsFn, x0: torch.Tensor, n_steps: int,
+               finite: FiniteWatch | None = None) -> list[torch.Tensor]:
         """The inversion trajectory [x0, x_1, …, x_n] over the `n_steps` smallest timesteps."""
+        finite = finite or FiniteWatch()
         trajectory = [x0]
-        for t in list(reversed(self.timesteps))[:n_steps]:
-            trajectory.append(self.invert_step(eps_fn(trajectory[-1], t), t, trajectory[-1]))
+        for i, t in enumerate(list(reversed(self.timesteps))[:n_steps]):
+            x = self.invert_step(eps_fn(trajectory[-1], t), t, trajectory[-1])
+            trajectory.append(finite.watch(x, "inversion", i, t))
         return trajectory

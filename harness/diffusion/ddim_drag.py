@@ -18,7 +18,7 @@ with a longer LoRA).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,7 +30,8 @@ from harness.diffusion.ddim import DDIM
 from harness.diffusion.drag import DragLoop, DragOutcome, from_grid, optimise_drag, to_grid
 from harness.diffusion.features import BlockTap, resize_features, supervision_size
 from harness.diffusion.latents import decode, encode, resolve_vae, to_uint8
-from harness.diffusion.lora import describe_without_cache_flag, AUGMENTS, LoraSpec, lora_for_image, use_lora
+from harness.diffusion.lora import AUGMENTS, LoraSpec, lora_for_image, use_lora
+from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
 from harness.types import DragSample, EditResult
@@ -97,6 +98,7 @@ class DragProblem:
     editable: torch.Tensor  # (1, 1, h, w) latent-sized float, 1 = editable
     grid_hw: tuple[int, int]
     image_hw: tuple[int, int]
+    finite: FiniteWatch = field(default_factory=FiniteWatch)  # raised once, before decoding
 
     @property
     def latent(self) -> torch.Tensor:
@@ -113,9 +115,7 @@ def editable_on_latent(mask: np.ndarray, grid_hw: tuple[int, int], latent_hw: tu
 class DDIMDragMethod(EditMethod):
     families = ("drag",)
     Config = DDIMDragConfig
-
-    def describe(self) -> dict[str, Any]:
-        return describe_without_cache_flag(super().describe())
+    runtime_fields = ("lora_cache",)  # where the LoRA came from changes no output
 
     def setup(self, models) -> None:
         self.models = models
@@ -129,13 +129,13 @@ class DDIMDragMethod(EditMethod):
         return m.unet(x.to(m.dtype), t, encoder_hidden_states=text.expand(x.shape[0], -1, -1)).sample.float()
 
     def denoise_mutual(self, reference: torch.Tensor, edited: torch.Tensor, index: int, text: torch.Tensor,
-                       start_step: int, start_layer: int) -> torch.Tensor:
+                       start_step: int, start_layer: int, finite: FiniteWatch) -> torch.Tensor:
         """Denoise [reference, edited] from `timesteps[index]` with MasaCtrl; return the edited branch."""
         latents = torch.cat([reference, edited])
         control = MutualSelfAttention(start_step, start_layer, total_steps=self.config.steps)
         with torch.no_grad(), control.install(self.models.unet):
-            for t in self.ddim.timesteps[index:]:
-                latents = self.ddim.step(self.eps(latents, t, text), t, latents)
+            for i, t in enumerate(self.ddim.timesteps[index:]):
+                latents = finite.watch(self.ddim.step(self.eps(latents, t, text), t, latents), "denoising", i, t)
         return latents[1:]
 
     def drag_at_start(self, problem: DragProblem, loop: DragLoop,
@@ -170,8 +170,9 @@ class DDIMDragMethod(EditMethod):
         m, cfg = self.models, self.config
         z0 = encode(self.vae, sample.image, None, torch.float32, mode="mean")
         text = m.encode_prompt(prompt)
+        finite = FiniteWatch()
         trajectory = self.ddim.invert(lambda x, t: self.eps(x, t, text), z0,
-                                      self.ddim.inversion_steps(cfg.inversion_strength))
+                                      self.ddim.inversion_steps(cfg.inversion_strength), finite)
         image_hw = sample.image.shape[:2]
         grid_hw = supervision_size(image_hw, cfg.sup_res)
         return DragProblem(
@@ -179,14 +180,14 @@ class DDIMDragMethod(EditMethod):
             handles=to_grid(sample.handles, image_hw, grid_hw).to(m.device),
             targets=to_grid(sample.targets, image_hw, grid_hw).to(m.device),
             editable=editable_on_latent(sample.mask, grid_hw, tuple(z0.shape[-2:]), m.device),
-            grid_hw=grid_hw, image_hw=image_hw)
+            grid_hw=grid_hw, image_hw=image_hw, finite=finite)
 
     def run(self, problem: DragProblem, watch: Stopwatch) -> tuple[torch.Tensor, dict[str, Any]]:
         """The method's drag and denoising; returns the final latent and provenance for the record."""
         raise NotImplementedError
 
-    def finish(self, latent: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-        image = F.interpolate(decode(self.vae, latent), image_hw, mode="bilinear")
+    def finish(self, latent: torch.Tensor, image_hw: tuple[int, int], info: dict[str, Any]) -> np.ndarray:
+        image = F.interpolate(decode(self.vae, latent, info), image_hw, mode="bilinear")
         return to_uint8(image, "truncate")
 
     def edit(self, sample: DragSample, seed: int) -> EditResult:
@@ -199,8 +200,9 @@ class DDIMDragMethod(EditMethod):
             with watch("inversion"):
                 problem = self.prepare(sample, prompt)
             latent, info = self.run(problem, watch)
+        problem.finite.raise_first()
         with watch("decode"):
-            image = self.finish(latent, problem.image_hw)
+            image = self.finish(latent, problem.image_hw, info)
         info = {**lora.info(), "vae": self.vae_id, "prompt_used": prompt,
                 "drag_timestep": self.ddim.timesteps[problem.index],
                 "inversion_steps": len(problem.trajectory) - 1,

@@ -207,12 +207,6 @@ def lora_key(image: np.ndarray, prompt: str, model_identity: dict[str, Any], vae
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def describe_without_cache_flag(description: dict[str, Any]) -> dict[str, Any]:
-    """A method description for its run key: whether the LoRA came from the cache changes no output."""
-    config = {k: v for k, v in description["config"].items() if k != "lora_cache"}
-    return {**description, "config": config}
-
-
 def lora_cache_dir() -> Path:
     path = cache_dir() / "lora"
     path.mkdir(parents=True, exist_ok=True)
