@@ -25,7 +25,7 @@ def cli_error(monkeypatch, capsys, *argv: str) -> str:
 @pytest.mark.parametrize("override, expected", [
     ("model=sd14", "unknown model 'sd14' (no conf/model/sd14.yaml). Did you mean 'sd21', 'sd15'?"),
     ("dataset=dem", "unknown dataset 'dem' (no conf/dataset/dem.yaml). Did you mean 'demo'?"),
-    ("method=[identity,regiondrg]", "unknown method 'regiondrg' (no conf/method/regiondrg.yaml). Did you mean 'regiondrag'?"),
+    ("method=[identity,regiondrg]", "unknown method 'regiondrg' (no conf/method/regiondrg.yaml). Did you mean 'regiondrag'"),
     ("features=smoky", "Did you mean 'smoke'?"),
 ])
 def test_unknown_config_group_options_suggest_the_closest(override, expected, monkeypatch, capsys, tmp_path) -> None:

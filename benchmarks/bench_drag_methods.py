@@ -1,0 +1,112 @@
+"""Per-edit time of the drag methods at 512×512 with full-size random SD 1.5 weights (fp16), LoRA fitting
+and drag reported apart (as the papers report them), next to RegionDrag's time from the same process.
+
+    python benchmarks/bench_drag_methods.py                        # GPU: random_sd15, fp16, 512×512
+    python benchmarks/bench_drag_methods.py --methods dragdiffusion regiondrag
+    python benchmarks/bench_drag_methods.py --smoke --out /tmp/x.json   # CPU: tiny model, 64×64
+
+Every method runs with its documented defaults, except that the LoRA cache is off so each edit fits its
+LoRA. Before timing, each method runs once with a handful of steps to warm up kernels. With random weights
+the drag loops rarely meet their early-stopping tests, so drag times are close to the full step budgets;
+the JSON records the updates each run actually made (`drag_updates`) next to the times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
+from benchmarks.common import environment, print_table, sync, write_result  # noqa: E402
+from harness.models import load_models  # noqa: E402
+from harness.registry import METHODS  # noqa: E402
+
+METHODS_TIMED = ("regiondrag", "dragdiffusion", "dragnoise", "freedrag", "gooddrag", "sdedrag")
+_FEW = dict(lora_steps=2, lora_resolution=64, lora_batch_size=1, steps=5)
+FEW_STEPS = {  # warm-up runs, and the whole run under --smoke
+    "regiondrag": {},
+    "dragdiffusion": dict(_FEW, n_pix_step=3),
+    "dragnoise": dict(_FEW, n_pix_step=3, point_tracking_border="intended"),
+    "freedrag": dict(_FEW, max_step=4),
+    "gooddrag": dict(_FEW, drag_end_step=2, track_per_step=2, max_drag_per_track=2, point_tracking_border="intended"),
+    "sdedrag": dict(lora_steps=2, steps=20, t0=0.3),
+}
+INFO_KEYS = ("drag_updates", "drag_stopped", "tracks", "rounds", "sub_drags", "lora_cache")
+
+
+def build(name: str, models, params: dict[str, Any]):
+    cls = METHODS.get(name)
+    if "lora_cache" in {f for f in cls.Config.__dataclass_fields__}:
+        params = {**params, "lora_cache": False}
+    method = cls.build(params)
+    method.setup(models)
+    return method
+
+
+def timed_edit(method, sample, device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync()
+    start = time.perf_counter()
+    result = method.edit(sample, 42)
+    sync()
+    total = time.perf_counter() - start
+    lora = float(result.timings.get("lora", 0.0))
+    return {"total_s": total, "lora_s": lora, "edit_s": total - lora,
+            "stages_s": {k: float(v) for k, v in result.timings.items()},
+            "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else 0.0,
+            "info": {k: result.info[k] for k in INFO_KEYS if k in result.info}}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU at 64×64, few steps")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    size = 64 if args.smoke else args.size
+    model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
+                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: run with --smoke on a CPU")
+    models = load_models(model_cfg)
+    sample = synthetic_sample(size)
+    names = ["regiondrag", *[n for n in args.methods if n != "regiondrag"]]  # RegionDrag is the yardstick
+    payload: dict[str, Any] = {"size": size, "model": models.describe(), "seed": 42, "methods": {}}
+    for name in names:
+        build(name, models, FEW_STEPS[name]).edit(sample, 42)  # warm-up
+        params = FEW_STEPS[name] if args.smoke else {}
+        method = build(name, models, params)
+        run = timed_edit(method, sample, models.device)
+        run["config"] = {k: v for k, v in method.describe()["config"].items()}
+        payload["methods"][name] = run
+    base = payload["methods"]["regiondrag"]["total_s"]
+    rows = []
+    for name, run in payload["methods"].items():
+        run["ratio_total_to_regiondrag"] = run["total_s"] / base
+        run["ratio_edit_to_regiondrag"] = run["edit_s"] / base
+        rows.append({"method": name, "total_s": run["total_s"], "lora_s": run["lora_s"], "drag_s": run["edit_s"],
+                     "x_regiondrag": run["ratio_total_to_regiondrag"],
+                     "drag_x_regiondrag": run["ratio_edit_to_regiondrag"], "peak_mib": run["peak_mib"],
+                     "updates": run["info"].get("drag_updates", run["info"].get("sub_drags", ""))})
+    print_table(rows)
+    if args.out is None:
+        path = write_result("drag_methods", payload, args.smoke)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**environment(), **payload}, indent=1, default=str) + "\n")
+        path = args.out
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
