@@ -75,6 +75,8 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
         description = method.describe()
         if cls.needs_model:
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
+            if spec.channels_last and spec.resolved_device().type == "cuda":
+                description["model"]["memory_format"] = "channels_last"
         plans.append(MethodPlan(name, dict(params or {}), cls, f"{name}-{stable_hash(description, 8)}", description))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")
