@@ -216,11 +216,19 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
-                             "status": "ok" if value is not None else "metric_failed"})
+                             "status": _row_status(value)})
             if changed:
                 store.save_scores(sample_id, cache)
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _row_status(value: Any) -> str:
+    """`metric_failed` (the metric raised), `nan` (undefined for this sample by the protocol, e.g. PIE-Bench's
+    "nan" for empty or full masks: excluded from means, counted in the leaderboard) or `ok`."""
+    if value is None:
+        return "metric_failed"
+    return "nan" if np.isnan(float(value)) else "ok"
 
 
 def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> dict[str, Any]:
@@ -240,7 +248,7 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
 
 def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
     """One row per dataset × method variant: the mean of each metric (weighted where the metric pools),
-    `n` samples scored and `failed` samples."""
+    `n` samples scored, `failed` samples and `nan` samples with a metric value undefined by its protocol."""
     groups = []
     keys = ["dataset", "method", "method_key"]
     for (dataset, method, key), df in scores.groupby(keys, sort=True):
@@ -256,8 +264,9 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
                 row[metric_id] = float(values["value"].mean())
         row["n"] = int(ok["sample_id"].nunique())
         row["failed"] = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
+        row["nan"] = int(df.loc[df["status"] == "nan", "sample_id"].nunique())
         groups.append(row)
-    board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed"])
+    board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed", "nan"])
     # Show the method key only where one method has several variants in the table.
     dup = board.duplicated(["dataset", "method"], keep=False)
     board.loc[dup, "method"] = board.loc[dup, "method"] + " [" + board.loc[dup, "method_key"] + "]"
@@ -298,7 +307,8 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
     if reasons:
         lines += ["> **SMOKE RUN — these numbers mean nothing.** Random-weight networks were used:", ">"]
         lines += [f"> - {r}" for r in reasons] + [""]
-    lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed.", "",
+    lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed, "
+              "`nan` = samples with a metric undefined for them (excluded from that metric's mean).", "",
               markdown_table(board), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
