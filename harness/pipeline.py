@@ -224,11 +224,12 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
 
 
 def _row_status(value: Any) -> str:
-    """`metric_failed` (the metric raised), `nan` (undefined for this sample by the protocol, e.g. PIE-Bench's
-    "nan" for empty or full masks: excluded from means, counted in the leaderboard) or `ok`."""
+    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
+    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
+    pandas would read that status back as a missing value."""
     if value is None:
         return "metric_failed"
-    return "nan" if np.isnan(float(value)) else "ok"
+    return "undefined" if np.isnan(float(value)) else "ok"
 
 
 def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> dict[str, Any]:
@@ -264,7 +265,7 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
                 row[metric_id] = float(values["value"].mean())
         row["n"] = int(ok["sample_id"].nunique())
         row["failed"] = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
-        row["nan"] = int(df.loc[df["status"] == "nan", "sample_id"].nunique())
+        row["nan"] = int(df.loc[df["status"] == "undefined", "sample_id"].nunique())
         groups.append(row)
     board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed", "nan"])
     # Show the method key only where one method has several variants in the table.

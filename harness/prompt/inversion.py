@@ -118,7 +118,7 @@ def optimise_null_text(eps_fn: CondEpsFn, schedule: DDIMSchedule, latents: list[
                        guidance: float, settings: NullTextSettings) -> tuple[list[torch.Tensor], list[int]]:
     """Null-text inversion's per-step unconditional embeddings and the Adam iterations each step used."""
     dtype = cond.null.dtype
-    embedding = cond.null.detach().float()
+    embedding = cond.null.detach().float().clone()  # Adam updates in place: never alias the caller's tensor
     x = latents[-1]
     n = schedule.steps
     out, iterations = [], []
@@ -142,7 +142,7 @@ def optimise_null_text(eps_fn: CondEpsFn, schedule: DDIMSchedule, latents: list[
                     if loss.item() < settings.early_stop + i * 2e-5:
                         break
         embedding = embedding.detach()
-        out.append(embedding.to(dtype))
+        out.append(embedding.clone().to(dtype))  # a snapshot: step i+1 keeps optimising `embedding` in place
         iterations.append(used)
         with torch.no_grad():
             x = schedule.step(guided_eps(eps_fn, x, t, out[-1], cond.source, guidance), t, x)
