@@ -93,9 +93,6 @@ def clip_score(context, image: np.ndarray, text: str) -> float:
 class PieMetric(Metric):
     families = ("prompt",)
 
-    def compute(self, sample: PromptEditSample, edited: np.ndarray | None, record: Mapping[str, Any]) -> MetricValue:
-        raise NotImplementedError
-
 
 def _nan(reason: str) -> MetricValue:
     return MetricValue(float("nan"), info={"nan": reason})
@@ -112,7 +109,7 @@ class RegionMetric(PieMetric):
             return _nan("mask is full: no unedited part") if mask.all() else ~mask
         return _nan("mask is empty: no edited part") if not mask.any() else mask
 
-    def compute(self, sample, edited, record):
+    def compute(self, sample: PromptEditSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         keep = self.keep(sample)
         if isinstance(keep, MetricValue):
             return keep
