@@ -99,8 +99,10 @@ class PieTestLoader(DatasetLoader):
 def test_pie_bench_run_end_to_end(tmp_path):
     metrics = ["pie_structure_distance", "pie_psnr_unedit_part", "pie_mse_unedit_part",
                "pie_clip_similarity_target_image_edit_part", "time"]
-    cfg = compose(["experiment=pie_bench", "model=tiny", "features=smoke", "dataset.name=pie_test",
+    cfg = compose(["experiment=pie_bench", "model=tiny", "features=smoke",
                    "method=[p2p]", "method.p2p.inversion=direct", "method.p2p.steps=2", f"metrics=[{','.join(metrics)}]"])
+    assert cfg["dataset"]["name"] == "pie_bench"
+    cfg["dataset"] = {"name": "pie_test"}  # the experiment's loader needs a real PIE-Bench root
     cfg["out_dir"] = str(tmp_path / "run")
     summary = run(OmegaConf.create(cfg))
     assert next(iter(summary["edit"].values()))["edited"] == 2
