@@ -23,7 +23,7 @@ def cli_error(monkeypatch, capsys, *argv: str) -> str:
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("model=sd14", "unknown model 'sd14' (no conf/model/sd14.yaml). Did you mean 'sd21', 'sd15'?"),
+    ("model=sd22", "unknown model 'sd22' (no conf/model/sd22.yaml). Did you mean 'sd21'"),
     ("dataset=dem", "unknown dataset 'dem' (no conf/dataset/dem.yaml). Did you mean 'demo'?"),
     ("method=[identity,regiondrg]", "unknown method 'regiondrg' (no conf/method/regiondrg.yaml). Did you mean 'regiondrag'"),
     ("features=smoky", "Did you mean 'smoke'?"),
