@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.diffusion.attention import MutualSelfAttention
+from harness.diffusion.attention_control import MutualSelfAttention, controlled_attention
 from harness.diffusion.ddim_drag import DDIMDragConfig, DDIMDragMethod, DragProblem
 from harness.diffusion.drag import mask_regulariser, motion_supervision, reached, track_points
 from harness.diffusion.features import BlockTap, resize_features
@@ -99,16 +99,18 @@ class GoodDrag(DDIMDragMethod):
                     original_features.append(features)
                     original_prev.append(x)
 
-            reference, edited, mutual = problem.latent, problem.latent, None
+            reference, edited, mutual, since = problem.latent, problem.latent, None, 0
             with contextlib.ExitStack() as hooks:
                 for i, t in enumerate(timesteps):
                     if i < cfg.drag_end_step and state.dragging and state.no_change != cfg.max_track_no_change:
                         with watch("drag"):
                             edited = self._drag_at(edited, t, unet_at, original_features[i], original_prev[i],
                                                    problem, state)
-                    elif mutual is None:  # dragging is over: MasaCtrl from here on
-                        mutual = MutualSelfAttention(cfg.start_step, cfg.start_layer, total_steps=cfg.steps)
-                        hooks.enter_context(mutual.install(unet))
+                    elif mutual is None:  # dragging is over: MasaCtrl from here on, counting from 0
+                        mutual = MutualSelfAttention(cfg.start_step, cfg.start_layer, groups=1)
+                        hooks.enter_context(controlled_attention(unet, mutual))
+                    if mutual is not None:
+                        mutual.step, since = since, since + 1
                     with watch("denoise"), torch.no_grad():
                         pair = torch.cat([reference, edited])
                         pair = self.ddim.step(self.eps(pair, t, problem.text), t, pair)

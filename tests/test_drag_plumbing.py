@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.diffusion.attention import MutualSelfAttention, transformer_blocks
-from harness.diffusion.ddim import DDIM
+from harness.diffusion.attention_control import MutualSelfAttention, controlled_attention
+from harness.diffusion.ddim_drag import drag_schedule
+from harness.diffusion.ddim_inversion import ddim_invert
 from harness.diffusion.drag import (DragLoop, PointTrackingError, bilinear_sample, mask_regulariser,
                                     motion_supervision, optimise_drag, to_grid, track_points)
 from harness.diffusion.features import BlockTap
@@ -41,21 +42,23 @@ def square_sample(size: int = 64, shift: int = 16, mask: np.ndarray | None = Non
 # ------------------------------------------------------------------------------------------------ DDIM
 
 
-def test_ddim_timesteps_and_start_index():
-    ddim = DDIM(50)
+def test_drag_schedule_timesteps_and_start_index():
+    from harness.diffusion.ddim_drag import DDIMDragConfig
+
+    ddim = drag_schedule(50)
     assert ddim.timesteps[:3] == [981, 961, 941] and ddim.timesteps[-1] == 1
-    assert ddim.inversion_steps(0.7) == 35 and ddim.timesteps[ddim.start_index(0.7)] == 681
-    assert ddim.inversion_steps(0.75) == 38 and ddim.timesteps[ddim.start_index(0.75)] == 741
+    for strength, n, t in ((0.7, 35, 681), (0.75, 38, 741)):  # round(37.5) = 38
+        assert DDIMDragConfig(inversion_strength=strength).inversion_steps == n and ddim.timesteps[50 - n] == t
     with pytest.raises(ValueError, match="ε-prediction"):
-        DDIM(50, "v_prediction")
+        drag_schedule(50, "v_prediction")
 
 
-def test_ddim_step_equals_diffusers_scheduler_step():
+def test_drag_schedule_step_equals_diffusers_scheduler_step():
     from diffusers import DDIMScheduler
 
     from harness.models.architectures import SCHEDULER
 
-    ddim, scheduler = DDIM(50), DDIMScheduler(**SCHEDULER)
+    ddim, scheduler = drag_schedule(50), DDIMScheduler(**SCHEDULER)
     scheduler.set_timesteps(50)
     gen = torch.Generator().manual_seed(0)
     x, eps = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
@@ -63,12 +66,13 @@ def test_ddim_step_equals_diffusers_scheduler_step():
         torch.testing.assert_close(ddim.step(eps, t, x), scheduler.step(eps, t, x, eta=0.0).prev_sample)
 
 
-def test_ddim_invert_then_step_is_consistent_for_a_constant_eps():
-    """With ε independent of (x, t) DDIM inversion and sampling are exact inverses."""
-    ddim = DDIM(10)
+def test_partial_ddim_inversion_is_undone_by_the_remaining_steps_for_a_constant_eps():
+    """With ε independent of (x, t), n inversion steps and the last n denoising steps are exact inverses."""
+    ddim = drag_schedule(10)
     eps = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
     x0 = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(2))
-    trajectory = ddim.invert(lambda x, t: eps, x0, 7)
+    trajectory = ddim_invert(lambda x, t: eps, x0, ddim, 7)
+    assert len(trajectory) == 8
     x = trajectory[-1]
     for t in ddim.timesteps[ddim.steps - 7:]:
         x = ddim.step(eps, t, x)
@@ -171,7 +175,9 @@ def test_mask_regulariser_keeps_unmasked_latents_near_the_original(tiny_models, 
 # ------------------------------------------------------------------------------ attention and features
 
 
-def test_mutual_self_attention(tiny_models):
+def test_mutual_self_attention_for_one_reference_edited_pair(tiny_models):
+    """MasaCtrl as the drag methods use it (guidance 1, groups=1): the reference branch is untouched, the
+    edited one attends to the reference's K/V from `start_step` on."""
     unet = tiny_models.unet
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 8, 8, generator=gen)
@@ -179,20 +185,14 @@ def test_mutual_self_attention(tiny_models):
     eps = lambda latents, cond: unet(latents, 500, encoder_hidden_states=cond).sample
     with torch.no_grad():
         alone = [eps(x[:1], text[:1]), eps(x[1:], text[1:])]
-        processors = [b.attn1.processor for b in transformer_blocks(unet)]
-        control = MutualSelfAttention(start_step=0, start_layer=10)
-        with control.install(unet):
-            mutual = eps(x, text)
-            assert control.calls == 1
-        assert [b.attn1.processor for b in transformer_blocks(unet)] == processors
-        torch.testing.assert_close(mutual[:1], alone[0], atol=1e-5, rtol=1e-5)  # the reference is untouched
-        assert (mutual[1:] - alone[1]).abs().max() > 1e-4  # the edited branch attends to the reference
-        with MutualSelfAttention(start_step=1, start_layer=10).install(unet):  # not active at call 0
+        control = MutualSelfAttention(start_step=1, start_layer=10, groups=1)
+        with controlled_attention(unet, control):
+            control.step = 0  # before start_step: plain attention
             torch.testing.assert_close(eps(x, text)[1:], alone[1], atol=1e-5, rtol=1e-5)
-        # same latents in both branches: mutual attention is the identity
-        with MutualSelfAttention(start_layer=0).install(unet):
-            same = eps(x[:1].repeat(2, 1, 1, 1), text[:1].repeat(2, 1, 1))
-        torch.testing.assert_close(same[1:], alone[0], atol=1e-5, rtol=1e-5)
+            control.step = 1
+            mutual = eps(x, text)
+        torch.testing.assert_close(mutual[:1], alone[0], atol=1e-5, rtol=1e-5)
+        assert (mutual[1:] - alone[1]).abs().max() > 1e-4
 
 
 def test_block_tap_captures_and_replaces(tiny_models):

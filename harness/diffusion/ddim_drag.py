@@ -2,7 +2,10 @@
 
 1. LoRA on the source image (`harness.diffusion.lora`, cached; its time is reported as `timings["lora"]`).
 2. Encode with the VAE mean (`latent_dist.mean · 0.18215`, native resolution, heights floored to ×8).
-3. DDIM inversion with the prompt, guidance 1, `round(strength · steps)` steps.
+3. DDIM inversion with the prompt, guidance 1, `round(strength · steps)` steps (Python's round: 0.75 · 50 =
+   37.5 → 38). All four build `DDIMScheduler(scaled_linear, 0.00085–0.012, clip_sample=False,
+   set_alpha_to_one=False, steps_offset=1)`: 50 steps are t = 981, 961, …, 1, so strength 0.7 starts the
+   drag at index 15 (t = 681) and 0.75 at index 12 (t = 741).
 4. The method's own drag (`run`), on features of one UNet block resized to `sup_res` of the image
    (points scaled to that grid and rounded), with the editable mask resized nearest to the grid and
    then to the latent.
@@ -25,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.diffusion.attention import MutualSelfAttention
-from harness.diffusion.ddim import DDIM
+from harness.diffusion.attention_control import MutualSelfAttention, controlled_attention
+from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
 from harness.diffusion.drag import DragLoop, DragOutcome, from_grid, optimise_drag, to_grid
 from harness.diffusion.features import BlockTap, resize_features, supervision_size
 from harness.diffusion.latents import decode, encode, resolve_vae, to_uint8
@@ -34,6 +37,7 @@ from harness.diffusion.lora import AUGMENTS, LoraSpec, lora_for_image, use_lora
 from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
+from harness.models.architectures import SCHEDULER
 from harness.types import DragSample, EditResult
 
 
@@ -78,8 +82,12 @@ class DDIMDragConfig:
             raise ValueError(f"{name}: lora_augment must be one of {AUGMENTS}, got {self.lora_augment!r}")
         if not 0 < self.inversion_strength <= 1:
             raise ValueError(f"{name}: inversion_strength must be in (0, 1], got {self.inversion_strength}")
-        if round(self.inversion_strength * self.steps) < 1:
+        if self.inversion_steps < 1:
             raise ValueError(f"{name}: inversion_strength · steps rounds to no inversion step")
+
+    @property
+    def inversion_steps(self) -> int:
+        return round(self.inversion_strength * self.steps)
 
     def lora_spec(self) -> LoraSpec:
         return LoraSpec(rank=self.lora_rank, steps=self.lora_steps, lr=self.lora_lr, batch_size=self.lora_batch_size,
@@ -91,7 +99,7 @@ class DragProblem:
     """One sample, inverted and put on the supervision grid."""
 
     trajectory: list[torch.Tensor]  # DDIM inversion [z0, …, z_T'] (float32)
-    index: int  # index into `DDIM.timesteps` of the inverted latent
+    index: int  # index into `DDIMSchedule.timesteps` of the inverted latent
     text: torch.Tensor  # (1, 77, C)
     handles: torch.Tensor  # (N, 2) grid (x, y)
     targets: torch.Tensor
@@ -103,6 +111,15 @@ class DragProblem:
     @property
     def latent(self) -> torch.Tensor:
         return self.trajectory[-1]
+
+
+def drag_schedule(steps: int, prediction_type: str = "epsilon") -> DDIMSchedule:
+    """The DDIM schedule of the DragDiffusion family (981, 961, …, 1 for 50 steps)."""
+    from diffusers import DDIMScheduler
+
+    if prediction_type != "epsilon":  # the releases treat the UNet output as ε and convert nothing
+        raise ValueError(f"the DDIM drag pipelines need an ε-prediction model, this one predicts {prediction_type!r}")
+    return DDIMSchedule(DDIMScheduler(**SCHEDULER), steps)
 
 
 def editable_on_latent(mask: np.ndarray, grid_hw: tuple[int, int], latent_hw: tuple[int, int],
@@ -119,7 +136,7 @@ class DDIMDragMethod(EditMethod):
 
     def setup(self, models) -> None:
         self.models = models
-        self.ddim = DDIM(self.config.steps, models.scheduler_config.get("prediction_type", "epsilon"))
+        self.ddim = drag_schedule(self.config.steps, models.scheduler_config.get("prediction_type", "epsilon"))
         self.vae, self.vae_id = resolve_vae(models, self.config.vae)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -132,9 +149,10 @@ class DDIMDragMethod(EditMethod):
                        start_step: int, start_layer: int, finite: FiniteWatch) -> torch.Tensor:
         """Denoise [reference, edited] from `timesteps[index]` with MasaCtrl; return the edited branch."""
         latents = torch.cat([reference, edited])
-        control = MutualSelfAttention(start_step, start_layer, total_steps=self.config.steps)
-        with torch.no_grad(), control.install(self.models.unet):
+        control = MutualSelfAttention(start_step, start_layer, groups=1)  # guidance 1: one [ref, edited] pair
+        with torch.no_grad(), controlled_attention(self.models.unet, control):
             for i, t in enumerate(self.ddim.timesteps[index:]):
+                control.step = i  # MasaCtrl counts the steps since its registration
                 latents = finite.watch(self.ddim.step(self.eps(latents, t, text), t, latents), "denoising", i, t)
         return latents[1:]
 
@@ -171,12 +189,12 @@ class DDIMDragMethod(EditMethod):
         z0 = encode(self.vae, sample.image, None, torch.float32, mode="mean")
         text = m.encode_prompt(prompt)
         finite = FiniteWatch()
-        trajectory = self.ddim.invert(lambda x, t: self.eps(x, t, text), z0,
-                                      self.ddim.inversion_steps(cfg.inversion_strength), finite)
+        trajectory = ddim_invert(lambda x, t: self.eps(x, t, text), z0, self.ddim, cfg.inversion_steps)
+        finite.watch(trajectory[-1], "inversion", len(trajectory) - 1)
         image_hw = sample.image.shape[:2]
         grid_hw = supervision_size(image_hw, cfg.sup_res)
         return DragProblem(
-            trajectory=trajectory, index=self.ddim.start_index(cfg.inversion_strength), text=text,
+            trajectory=trajectory, index=cfg.steps - cfg.inversion_steps, text=text,
             handles=to_grid(sample.handles, image_hw, grid_hw).to(m.device),
             targets=to_grid(sample.targets, image_hw, grid_hw).to(m.device),
             editable=editable_on_latent(sample.mask, grid_hw, tuple(z0.shape[-2:]), m.device),

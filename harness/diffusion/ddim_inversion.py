@@ -68,13 +68,15 @@ class DDIMSchedule:
 
 
 @torch.no_grad()
-def ddim_invert(eps_fn: EpsFn, latent: torch.Tensor, schedule: DDIMSchedule) -> list[torch.Tensor]:
+def ddim_invert(eps_fn: EpsFn, latent: torch.Tensor, schedule: DDIMSchedule,
+                n_steps: int | None = None) -> list[torch.Tensor]:
     """z*_0 … z*_T: `latents[k]` is the latent after k inversion steps (`latents[0]` is the input and
     `latents[-1]` the start of denoising). Denoising step i (timestep `schedule.timesteps[i]`) maps
-    `latents[steps − i]` towards `latents[steps − i − 1]`."""
+    `latents[steps − i]` towards `latents[steps − i − 1]`. `n_steps` stops after the first n inversion
+    steps (the drag methods' "inversion strength": denoising then starts at `timesteps[steps − n]`)."""
     latents = [latent]
     x = latent
-    for t in reversed(schedule.timesteps):
+    for t in list(reversed(schedule.timesteps))[:n_steps]:
         x = schedule.inverse(eps_fn(x, t), t, x)
         latents.append(x)
     return latents
