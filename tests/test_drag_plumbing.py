@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from harness.diffusion.attention_control import MutualSelfAttention, controlled_attention
 from harness.diffusion.ddim_drag import drag_schedule

@@ -82,7 +82,6 @@ def to_uint8(image: torch.Tensor, rounding: str = "truncate") -> np.ndarray:
     return x.astype(np.uint8)
 
 
-
 def resolve_vae(models, vae: str) -> tuple[object, str]:
     """The VAE a method encodes and decodes with, and its identity for records and cache keys.
 
