@@ -35,8 +35,8 @@ def region_box(mask: np.ndarray) -> tuple[int, int, int, int]:
         raise ValueError("clip_region@pbe: the mask is empty")
     (r0, r1), (c0, c1) = np.unravel_index([flat[0], flat[-1]], np.shape(mask))
     if r1 <= r0 or c1 <= c0:
-        raise ValueError(f"clip_region@pbe: the box crop [{r0}:{r1}, {c0}:{c1}] is empty (the reference code "
-                         f"cannot score a mask whose first and last pixels share a row or column)")
+        raise ValueError(f"clip_region@pbe: the box crop [{r0}:{r1}, {c0}:{c1}] is empty (the reference slices "
+                         f"from the mask's first to its last pixel in raster order, end-exclusive)")
     return int(r0), int(r1), int(c0), int(c1)
 
 

@@ -69,7 +69,7 @@ class ClipImageEmbedding:
                  seed: int = 0) -> None:
         model, self.identity = build_clip_vit_b32(source, seed)
         self.device, self.dtype = torch.device(device), dtype
-        self.model = model.to(self.device, dtype)
+        self.model = model.to(self.device, dtype).requires_grad_(False)
         self.dim = int(model.config.projection_dim)
         self.transform = clip_preprocess()
 

@@ -140,7 +140,7 @@ class InceptionPool3:
     def __init__(self, weights: str = "standard", device: str | torch.device = "cpu", seed: int = 0) -> None:
         model, self.identity, self.weights_sha256 = build_fid_inception(weights, seed)
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device).requires_grad_(False)
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch.to(self.device, torch.float32))[0][:, :, 0, 0]
