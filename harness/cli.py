@@ -69,12 +69,13 @@ def main(argv: list[str] | None = None) -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
     def _main(cfg: Any) -> None:
+        from harness.data.base import DataError
         from harness.pipeline import ConfigError
         from harness.registry import UnknownNameError
 
         try:
             run(cfg)
-        except (ConfigError, UnknownNameError) as exc:
+        except (ConfigError, UnknownNameError, DataError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

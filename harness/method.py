@@ -23,6 +23,8 @@ class EditMethod:
     families: ClassVar[tuple[Family, ...]] = ("drag",)
     needs_model: ClassVar[bool] = True
     Config: ClassVar[type] = NoConfig
+    # Config fields that change speed but never the output (e.g. CUDA graphs): left out of the store key.
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -45,4 +47,5 @@ class EditMethod:
 
     def describe(self) -> dict[str, Any]:
         """Everything about this method that changes its output: the key of its run-store folder."""
-        return {"method": self.name, "config": dataclasses.asdict(self.config)}
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.runtime_fields}
+        return {"method": self.name, "config": config}

@@ -7,11 +7,13 @@ the reference: cv2 rasterisation of int32-truncated vertices and int32 truncatio
 - polygons: an affine (3 vertices) or perspective (4 vertices) transform from the *target* polygon to
   the handle polygon; every target pixel is mapped back to one handle pixel (no holes);
 - brushed masks: the target's x-extent is rescaled linearly onto the handle's x-extent, then each
-  target column's y-extent onto the handle's y-extent in the column it maps to.
+  target column's y-extent onto the handle's y-extent in the column it maps to;
+- a drawn region plus sparse point pairs (`region_to_points`, RegionDrag's "region + points" input): the
+  region moves by inverse-distance weighting of the displacements of the handle points inside it.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -85,15 +87,111 @@ def regions_to_dense_points(regions: Iterable[RegionPair]) -> tuple[np.ndarray, 
     return np.concatenate(handles).astype(np.float64) * 8, np.concatenate(targets).astype(np.float64) * 8
 
 
+def _idw_move(points: np.ndarray, references: np.ndarray, displacements: np.ndarray, dtype: Any,
+              neighbours: int = 4, max_references: int = 100) -> np.ndarray:
+    """Move `points` by the inverse-distance-weighted displacement of their nearest references.
+
+    As RegionDrag's `interpolate_points`: at most `max_references` references (evenly spaced by a float32
+    linspace, truncated), the `neighbours` nearest with weights 1/(d + 1e-4), arithmetic in `dtype`
+    (float16 in the reference), rounded; with a single reference it is a plain translation truncated
+    toward zero. Ties in distance go to the earlier reference (the reference's CUDA sort promises no
+    order; a fixed rule keeps the pairs identical across machines).
+    """
+    import torch
+
+    pts = torch.from_numpy(np.ascontiguousarray(points)).to(dtype)
+    refs = torch.from_numpy(np.ascontiguousarray(references)).to(dtype)
+    moves = torch.from_numpy(np.ascontiguousarray(displacements)).to(dtype)
+    if len(refs) < 2:
+        return (pts + moves).int().numpy()
+    if len(refs) > max_references:
+        index = torch.linspace(0, len(refs) - 1, steps=max_references).long()
+        refs, moves = refs[index], moves[index]
+    # Coordinates are integers, so float32 differences are exact and rounding the float32 norm to float16
+    # equals the reference's half-precision norm (float accumulation), several times faster on a CPU.
+    work = torch.promote_types(dtype, torch.float32)
+    distance = torch.linalg.vector_norm(pts.to(work)[:, None, :] - refs.to(work)[None, :, :], dim=-1).to(dtype)
+    # The k nearest with ties broken by reference index: distances between integer points that differ do so
+    # by more than 100·2⁻²⁰, so adding index·2⁻²⁰ makes every key unique without reordering distinct ones.
+    key = distance.double() + torch.arange(len(refs), dtype=torch.float64) * 2.0 ** -20
+    nearest = torch.topk(key, min(neighbours, len(refs)), dim=1, largest=False, sorted=True).indices
+    inverse = 1 / (torch.gather(distance, 1, nearest) + 1e-4)
+    weight = inverse / inverse.sum(dim=1, keepdim=True)
+    return (pts + (weight[..., None] * moves[nearest]).sum(dim=1)).round().int().numpy()
+
+
+def _filled_pixels(outline: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The filled polygon `outline` rasterised on a grid of `shape`: (bool raster, (x, y) pixels row-major)."""
+    raster = np.zeros(shape, dtype=np.uint8)
+    cv2.drawContours(raster, [np.asarray(outline, np.int32).reshape(-1, 1, 2)], -1, color=1, thickness=cv2.FILLED)
+    ys, xs = np.nonzero(raster)
+    return raster.astype(bool), np.stack([xs, ys], axis=1).astype(np.int32)
+
+
+def region_to_points(mask: np.ndarray, handles: np.ndarray, targets: np.ndarray, scale: float = LATENT_SCALE,
+                     dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (handle, target) int pairs on the grid `scale` from a drawn region and sparse point pairs.
+
+    RegionDrag's `region_to_points`: for each outer contour of the (bilinearly resized) mask, the handle
+    points inside the filled contour steer it. The contour and the region's pixels are moved by IDW of
+    those handles' displacements; the moved contour is rasterised as the target region, and each target
+    pixel is mapped back to a source pixel by IDW of the reverse displacements (backward mapping, so the
+    target region has no holes). Pairs leaving the grid are dropped; contours without a handle point give
+    none. `dtype` defaults to float16, the reference's precision.
+    """
+    import torch
+
+    dtype = torch.float16 if dtype is None else dtype
+    mask = np.asarray(mask).astype(np.uint8)
+    if mask.ndim != 2:
+        raise ValueError(f"the region must be a 2-D mask, got shape {mask.shape}")
+    grid = (int(mask.shape[0] * scale), int(mask.shape[1] * scale))
+    small = cv2.resize(mask, (grid[1], grid[0]))
+    contours = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+    src_pts = (np.asarray(handles, dtype=np.float64).reshape(-1, 2) * scale).astype(np.int32)
+    trg_pts = (np.asarray(targets, dtype=np.float64).reshape(-1, 2) * scale).astype(np.int32)
+    on_grid = ((src_pts >= 0) & (src_pts < [grid[1], grid[0]])).all(axis=1)
+
+    sources, targets_out = [np.zeros((0, 2), np.int32)], [np.zeros((0, 2), np.int32)]
+    for contour in contours:
+        outline = contour[:, 0, :]
+        inside, region = _filled_pixels(outline, grid)
+        steering = on_grid.copy()
+        steering[on_grid] = inside[src_pts[on_grid, 1], src_pts[on_grid, 0]]
+        if not steering.any():
+            continue
+        src, trg = src_pts[steering], trg_pts[steering]
+        moved_outline = _idw_move(outline, src, trg - src, dtype)
+        moved_region = _idw_move(region, src, trg - src, dtype)
+        _, target_region = _filled_pixels(moved_outline, grid)
+        back = _idw_move(target_region, moved_region, region - moved_region, dtype)
+        keep = ((back >= 0) & (back < [grid[1], grid[0]]) & (target_region >= 0)
+                & (target_region < [grid[1], grid[0]])).all(axis=1)
+        sources.append(back[keep])
+        targets_out.append(target_region[keep])
+    return np.concatenate(sources).astype(np.int32), np.concatenate(targets_out).astype(np.int32)
+
+
+def region_and_points_to_dense(mask: np.ndarray, handles: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`region_to_points` on the latent grid, in pixel units (× 8) as RegionDrag's UI stores them."""
+    h, t = region_to_points(mask, handles, targets)
+    return h.astype(np.float64) * 8, t.astype(np.float64) * 8
+
+
+def kept_pair_count(n: int, fraction: float) -> int:
+    """How many of `n` pairs `subsample_pairs` keeps (at least one)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"point fraction must be in (0, 1], got {fraction}")
+    return min(n, max(1, int(round(n * fraction))))
+
+
 def subsample_pairs(handles: np.ndarray, targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep a seeded random `fraction` of the pairs (at least one), in their original order.
 
     The knob of RegionDrag's point-percentage ablation.
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"point fraction must be in (0, 1], got {fraction}")
     n = len(handles)
-    keep = max(1, int(round(n * fraction)))
+    keep = kept_pair_count(n, fraction)
     if keep >= n:
         return handles, targets
     index = np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.regions import mask_pair_to_points, polygon_pair_to_points, regions_to_dense_points, subsample_pairs
+from harness.regions import (mask_pair_to_points, polygon_pair_to_points, region_to_points, regions_to_dense_points,
+                             subsample_pairs)
 from harness.types import RegionPair
 
 
@@ -77,3 +78,70 @@ def test_subsample_is_seeded_keeps_at_least_one_and_order():
     assert len(subsample_pairs(h, t, 0.001, seed=0)[0]) == 1
     with pytest.raises(ValueError):
         subsample_pairs(h, t, 0.0, seed=0)
+
+
+# --- drawn region + sparse points (RegionDrag `region_to_points`) -----------------------------------
+
+def _box(h, w, x0, y0, x1, y1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_region_with_one_handle_translates_every_pixel():
+    mask = _box(128, 128, 16, 16, 48, 48)  # latent 2..5 × 2..5
+    handles, targets = region_to_points(mask, [[24, 24]], [[40, 32]])  # latent (3, 3) → (5, 4)
+    assert len(targets) == 16
+    np.testing.assert_array_equal(targets - handles, np.tile([2, 1], (16, 1)))
+    assert {tuple(p) for p in handles} == {(x, y) for x in range(2, 6) for y in range(2, 6)}
+
+
+def test_region_with_several_equal_handles_uses_idw_and_still_translates():
+    mask = _box(128, 128, 16, 16, 64, 64)
+    handles, targets = region_to_points(mask, [[24, 24], [56, 24], [40, 56]], [[40, 24], [72, 24], [56, 56]])
+    assert len(targets) == 36
+    np.testing.assert_array_equal(targets - handles, np.tile([2, 0], (36, 1)))
+
+
+def test_region_without_a_handle_inside_gives_no_pairs():
+    mask = _box(128, 128, 16, 16, 48, 48)
+    handles, targets = region_to_points(mask, [[100, 100]], [[110, 100]])
+    assert handles.shape == (0, 2) and targets.shape == (0, 2)
+
+
+def test_each_region_follows_its_own_handles_and_pairs_stay_on_the_grid():
+    mask = _box(128, 128, 8, 8, 40, 40) | _box(128, 128, 80, 80, 112, 112)
+    handles, targets = region_to_points(mask, [[16, 16], [88, 88]], [[32, 16], [88, 120]])
+    first = handles[:, 0] < 8
+    np.testing.assert_array_equal(targets[first] - handles[first], np.tile([2, 0], (first.sum(), 1)))
+    np.testing.assert_array_equal(targets[~first] - handles[~first], np.tile([0, 4], ((~first).sum(), 1)))
+    assert first.sum() == 16 and (~first).sum() < 16  # the second region is pushed past the bottom edge
+    assert targets.max() < 16 and handles.min() >= 0
+
+
+def test_idw_matches_a_plain_per_point_implementation():
+    import torch
+
+    from harness.regions import _idw_move
+
+    rng = np.random.default_rng(0)
+    points = rng.integers(0, 64, (50, 2)).astype(np.int32)
+    refs = rng.integers(0, 64, (130, 2)).astype(np.int32)  # > 100: evenly spaced subsample
+    moves = rng.integers(-6, 7, (130, 2)).astype(np.int32)
+    got = _idw_move(points, refs, moves, torch.float64)
+    index = torch.linspace(0, 129, steps=100).long().numpy()
+    refs, moves = refs[index], moves[index]
+    for p, g in zip(points, got):
+        d = np.linalg.norm(refs - p, axis=1)
+        near = np.argsort(d, kind="stable")[:4]
+        w = 1 / (d[near] + 1e-4)
+        expected = np.round(p + (w[:, None] * moves[near]).sum(0) / w.sum()).astype(np.int32)
+        np.testing.assert_array_equal(g, expected)
+
+
+def test_region_and_points_to_dense_is_in_pixels():
+    from harness.regions import region_and_points_to_dense
+
+    h, t = region_and_points_to_dense(_box(128, 128, 16, 16, 48, 48), np.array([[24, 24]]), np.array([[40, 32]]))
+    assert h.dtype == np.float64 and (h % 8 == 0).all()
+    np.testing.assert_array_equal(t - h, np.tile([16, 8], (16, 1)))

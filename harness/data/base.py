@@ -1,17 +1,23 @@
 """The dataset-loader contract and the options every dataset shares.
 
-A loader lists its sample ids cheaply (`list_ids`) and loads one sample on demand (`load_sample`), so a
-resumed run never decodes images it does not need. `Dataset` wraps a loader with the shared options:
-category and id filters, deterministic sharding by sample id, and point-percentage subsampling of dense
-point pairs (RegionDrag's ablation knob).
+A loader lists its sample ids cheaply (`list_ids`), describes one sample from headers and annotations
+(`inspect`, used by `python -m harness.data describe`) and loads one sample on demand (`load_sample`), so
+a resumed run never decodes images it does not need. Sample ids are `<dataset>/<category>/<name>`.
+`Dataset` wraps a loader with the shared options: category and id filters (ids inline or from a file),
+deterministic sharding by sample id, and point-percentage subsampling of dense point pairs (RegionDrag's
+ablation knob).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import zlib
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
-from harness.regions import subsample_pairs
+from harness.regions import kept_pair_count, subsample_pairs
 from harness.types import DragSample, Family, Sample
 
 
@@ -19,13 +25,52 @@ class DataError(ValueError):
     """Invalid dataset content; the message names the file and the field."""
 
 
+@dataclass(frozen=True)
+class SampleInfo:
+    """What `describe` counts for one sample, obtained without decoding the source image."""
+
+    sample_id: str
+    category: str
+    size: tuple[int, int]  # (width, height) of the source image
+    pairs: int | None = None  # sparse handle→target pairs (drag samples)
+    dense_pairs: int | None = None  # dense pairs from regions (drag samples with regions)
+
+    @classmethod
+    def of(cls, sample: Sample) -> "SampleInfo":
+        if isinstance(sample, DragSample):
+            dense = None if sample.dense_handles is None else len(sample.dense_handles)
+            return cls(sample.sample_id, sample.category, sample.size, len(sample.handles), dense)
+        return cls(sample.sample_id, sample.category, sample.size)
+
+
+UNSET_ROOTS = (None, "", "???")
+
+
 class DatasetLoader:
+    """One on-disk format. Subclasses declare their options (with defaults) in `option_defaults`."""
+
     name: ClassVar[str] = ""
     family: ClassVar[Family] = "drag"
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, root: str | None = None, **options: Any) -> None:
-        self.root = root
-        self.options = options
+        unknown = sorted(set(options) - set(self.option_defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.option_defaults)) or "none"
+            raise DataError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid options: {valid}")
+        self.root = None if root in UNSET_ROOTS else str(root)
+        self.options = {**self.option_defaults, **options}
+
+    @property
+    def root_dir(self) -> Path:
+        """The dataset root, checked to exist (file-backed loaders only)."""
+        if self.root is None:
+            raise DataError(f"dataset {self.name!r}: no root given (set dataset.root=/path/to/{self.name}, "
+                            "or --root with `python -m harness.data describe`)")
+        path = Path(self.root).expanduser()
+        if not path.is_dir():
+            raise DataError(f"dataset {self.name!r}: root {path} is not a directory")
+        return path
 
     def list_ids(self) -> list[str]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -33,9 +78,21 @@ class DatasetLoader:
     def load_sample(self, sample_id: str) -> Sample:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def inspect(self, sample_id: str) -> SampleInfo:
+        """Validate one sample and report its counts; loaders override to skip decoding the source image."""
+        return SampleInfo.of(self.load_sample(sample_id))
+
     def fingerprint(self, sample_id: str) -> str:
         """A content hash of the sample's files (for run.json); loaders override with file hashes."""
         return ""
+
+    def split_id(self, sample_id: str) -> tuple[str, str]:
+        """`<dataset>/<category>/<name>` → (category, name), refusing ids of another dataset."""
+        parts = sample_id.split("/")
+        if len(parts) != 3 or parts[0] != self.name or not all(parts) or any(p in (".", "..") for p in parts):
+            raise DataError(f"dataset {self.name!r}: invalid sample id {sample_id!r} "
+                            f"(expected {self.name}/<category>/<name>)")
+        return parts[1], parts[2]
 
 
 @dataclass
@@ -57,10 +114,15 @@ class Dataset:
     loader: DatasetLoader
     categories: Sequence[str] = ()
     ids: Sequence[str] = ()
+    ids_file: str | None = None
     limit: int | None = None
     shard: Shard = field(default_factory=Shard)
     point_fraction: float = 1.0
     point_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.point_fraction <= 1:
+            raise DataError(f"dataset.point_fraction must be in (0, 1], got {self.point_fraction}")
 
     @property
     def name(self) -> str:
@@ -70,25 +132,75 @@ class Dataset:
     def family(self) -> Family:
         return self.loader.family
 
+    def wanted_ids(self) -> list[str]:
+        """The ids named by `ids` and `ids_file` (one per line; blank lines and `#` comments skipped).
+
+        Each may be a full id, `<category>/<name>`, or a bare `<name>` that only one category has."""
+        wanted = [str(i) for i in self.ids]
+        if self.ids_file:
+            path = Path(self.ids_file).expanduser()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read the sample id list (dataset.ids_file): {exc}") from None
+            wanted += [line.split("#", 1)[0].strip() for line in lines]
+        return [w for w in wanted if w]
+
     def sample_ids(self) -> list[str]:
+        """The selected ids in a deterministic (sorted) order; unknown categories or ids are errors, so a
+        typo in a filter never yields a silently smaller run."""
         ids = sorted(self.loader.list_ids())
         if self.categories:
+            present = Counter(i.split("/")[1] for i in ids)
+            unknown = [c for c in self.categories if c not in present]
+            if unknown:
+                raise DataError(f"dataset {self.name!r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} "
+                                f"{unknown}; categories: {', '.join(sorted(present))}")
             wanted = set(self.categories)
             ids = [i for i in ids if i.split("/")[1] in wanted]
-        if self.ids:
-            wanted = set(self.ids)
-            ids = [i for i in ids if i in wanted or i.split("/", 1)[1] in wanted]
+        wanted_ids = self.wanted_ids()
+        if wanted_ids:
+            chosen = self._resolve(ids, wanted_ids)
+            ids = [i for i in ids if i in chosen]
         if self.limit is not None:
             ids = ids[: self.limit]
         return [i for i in ids if self.shard.owns(i)]
 
+    def _resolve(self, ids: list[str], wanted: list[str]) -> set[str]:
+        """Match requested ids (full, `<category>/<name>` or bare `<name>`) against `ids`."""
+        matches: dict[str, set[str]] = defaultdict(set)
+        for i in ids:
+            category_name = i.split("/", 1)[1]
+            for key in (i, category_name, category_name.rsplit("/", 1)[-1]):
+                matches[key].add(i)
+        ambiguous = [w for w in wanted if len(matches.get(w, ())) > 1]
+        if ambiguous:
+            raise DataError(f"dataset {self.name!r}: sample name(s) {ambiguous[:5]} occur in several categories; "
+                            "use <category>/<name>")
+        unknown = [w for w in wanted if w not in matches]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], list(matches), n=1)
+            raise DataError(f"dataset {self.name!r}: {len(unknown)} requested sample id(s) not found (among the "
+                            f"selected categories): {unknown[:5]}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return {next(iter(matches[w])) for w in wanted}
+
+    def _subsample_seed(self, sample_id: str) -> int:
+        return self.point_seed + zlib.crc32(sample_id.encode())
+
     def load(self, sample_id: str) -> Sample:
         sample = self.loader.load_sample(sample_id)
         if self.point_fraction < 1.0 and isinstance(sample, DragSample) and sample.dense_handles is not None:
-            seed = self.point_seed + zlib.crc32(sample_id.encode())
-            h, t = subsample_pairs(sample.dense_handles, sample.dense_targets, self.point_fraction, seed)
+            h, t = subsample_pairs(sample.dense_handles, sample.dense_targets, self.point_fraction,
+                                   self._subsample_seed(sample_id))
             sample = sample.replace(dense_handles=h, dense_targets=t)
         return sample
+
+    def inspect(self, sample_id: str) -> SampleInfo:
+        """`SampleInfo` after the dataset options (the dense-pair count after point subsampling)."""
+        info = self.loader.inspect(sample_id)
+        if info.dense_pairs is not None and self.point_fraction < 1.0:
+            info = dataclasses.replace(info, dense_pairs=kept_pair_count(info.dense_pairs, self.point_fraction))
+        return info
 
     def __iter__(self) -> Iterator[Sample]:
         for sample_id in self.sample_ids():
@@ -101,7 +213,8 @@ def open_dataset(cfg: Mapping[str, Any], shard: Mapping[str, Any] | None = None)
 
     cfg = dict(cfg)
     name = cfg.pop("name")
-    common = {k: cfg.pop(k) for k in ("categories", "ids", "limit", "point_fraction", "point_seed") if k in cfg}
+    common = {k: cfg.pop(k) for k in ("categories", "ids", "ids_file", "limit", "point_fraction", "point_seed")
+              if k in cfg}
     root = cfg.pop("root", None)
     loader = DATASETS.get(name)(root=root, **cfg)
     common["categories"] = list(common.get("categories") or [])

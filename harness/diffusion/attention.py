@@ -19,28 +19,33 @@ def transformer_blocks(unet) -> list:
     return blocks
 
 
-class KVRecorder:
-    """Capture every self-attention K/V output during one pass; replay them, call for call, in another.
+class KVBank:
+    """Every self-attention K/V output of a UNet call, stored in slot `slot` of a preallocated bank.
 
-    RegionDrag records K/V at each inversion step and pastes them back at the matching denoising step:
-    the denoising walk visits the inversion's UNet calls in reverse order, so `replay` serves the calls
-    last-first, and within a call the blocks in execution order.
+    RegionDrag records K/V at each inversion step (`capture`, slot = step index) and pastes them back at
+    the matching denoising step (`paste`, slot = the inversion step being undone). The slot is a device
+    tensor and the banks are allocated once, so both modes also run inside a captured CUDA graph: the
+    copies into and out of the bank are part of the graph, and only `slot` changes between replays.
     """
 
-    def __init__(self, unet) -> None:
+    def __init__(self, unet, n_slots: int) -> None:
         self.projections = [(b.attn1.to_k, b.attn1.to_v) for b in transformer_blocks(unet)]
-        self.calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        self.n_slots = n_slots
+        self.slot = torch.zeros(1, dtype=torch.long, device=unet.device)
+        self.banks: dict[tuple[int, int], torch.Tensor] = {}
+
+    def set_slot(self, index: int) -> None:
+        self.slot.fill_(index)
+
+    def _bank(self, key: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        bank = self.banks.get(key)
+        if bank is None or bank.shape[1:] != like.shape or bank.dtype != like.dtype:
+            bank = self.banks[key] = torch.empty((self.n_slots, *like.shape), dtype=like.dtype, device=like.device)
+        return bank
 
     @contextlib.contextmanager
-    def capture(self) -> Iterator[None]:
-        def hook_for(index: int, slot: int):
-            def hook(module, inputs, output):
-                if index == 0 and slot == 0:
-                    self.calls.append([[None, None] for _ in self.projections])
-                self.calls[-1][index][slot] = output.detach()
-            return hook
-
-        handles = [proj.register_forward_hook(hook_for(i, s))
+    def _hooks(self, make) -> Iterator[None]:
+        handles = [proj.register_forward_hook(make((i, s)))
                    for i, pair in enumerate(self.projections) for s, proj in enumerate(pair)]
         try:
             yield
@@ -48,22 +53,16 @@ class KVRecorder:
             for h in handles:
                 h.remove()
 
-    @contextlib.contextmanager
-    def replay(self) -> Iterator[None]:
-        state = {"call": None}
-
-        def hook_for(index: int, slot: int):
+    def capture(self):
+        def make(key):
             def hook(module, inputs, output):
-                if index == 0 and slot == 0:
-                    state["call"] = self.calls.pop()
-                return state["call"][index][slot].to(output.dtype)
+                self._bank(key, output).index_copy_(0, self.slot, output.detach()[None])
             return hook
+        return self._hooks(make)
 
-        handles = [proj.register_forward_hook(hook_for(i, s))
-                   for i, pair in enumerate(self.projections) for s, proj in enumerate(pair)]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-            self.calls.clear()
+    def paste(self):
+        def make(key):
+            def hook(module, inputs, output):
+                return self.banks[key].index_select(0, self.slot)[0].to(output.dtype)
+            return hook
+        return self._hooks(make)

@@ -1,0 +1,162 @@
+"""RegionDrag edit time at 512×512 with full-size random SD 1.5 weights, next to a plain diffusers 20-step
+generation timed in the same process, the FLOP floor, and (optionally) the reference implementation.
+
+    python benchmarks/bench_regiondrag.py                       # GPU: random_sd15, fp16, 512×512
+    python benchmarks/bench_regiondrag.py --reference .ref      # also run Visual-AI/RegionDrag's drag()
+    python benchmarks/bench_regiondrag.py --smoke               # CPU: tiny model, 64×64 (tests the script)
+
+`--reference DIR` points at a checkout of Visual-AI/RegionDrag (its `region_utils/` folder; never
+committed here). Its `drag()` runs on the same random pipeline and seed; the InstantDrag import block is
+stripped and IP-Adapter is disabled (as in our default), so both compute the same function.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
+from harness.models import load_models  # noqa: E402
+from harness.regions import regions_to_dense_points  # noqa: E402
+from harness.types import DragSample, RegionPair  # noqa: E402
+from methods.regiondrag import RegionDrag  # noqa: E402
+
+
+def synthetic_sample(size: int) -> DragSample:
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    image = np.stack([xs, ys, 0.5 + 0.5 * np.sin(6 * xs * ys)], -1) + rng.normal(0, 0.03, (size, size, 3))
+    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    s = size / 512
+    quad = np.array([[128, 160], [256, 160], [256, 320], [128, 320]], float) * s
+    region = RegionPair("polygon", quad, quad + np.array([96, -32]) * s)
+    dh, dt = regions_to_dense_points([region])
+    return DragSample("bench/synthetic/0", image, "a photo of a painting", [[192 * s, 240 * s]],
+                      [[288 * s, 208 * s]], np.ones((size, size), bool), regions=(region,), dense_handles=dh,
+                      dense_targets=dt)
+
+
+def load_reference(ref_dir: Path, models):
+    """Import RegionDrag's `region_utils.drag` without InstantDrag and with our random models."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    sys.path.insert(0, str(ref_dir))
+    import region_utils  # noqa: F401
+    import region_utils.cycle_sde as cycle_sde
+
+    if not torch.cuda.is_available():
+        import functools
+
+        cycle_sde.get_img_latent = functools.partial(cycle_sde.get_img_latent, torch_device="cpu", dtype=models.dtype)
+        cycle_sde.get_text_embed = functools.partial(cycle_sde.get_text_embed, torch_device="cpu")
+
+    source = (ref_dir / "region_utils" / "drag.py").read_text()
+    start = source.index("# --- To include: InstantDrag")
+    end = source.index('snapshot_download("alex4727/InstantDrag"')
+    end = source.index("\n", end) + 1
+    source = source[:start] + source[end:]
+    if not torch.cuda.is_available():  # --smoke on a CPU: the reference hard-codes 'cuda'
+        source = source.replace("device = 'cuda'", "device = 'cpu'")
+    module = types.ModuleType("region_utils.drag")
+    module.__package__ = "region_utils"
+    exec(compile(source, str(ref_dir / "region_utils" / "drag.py"), "exec"), module.__dict__)
+    pipe = models.pipe
+    if not hasattr(pipe.vae.config, "_name_or_path"):  # set by from_pretrained; the reference reads it
+        pipe.vae.register_to_config(_name_or_path="random")
+    scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    module.load_model = lambda *a, **k: (pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.unet, scheduler,
+                                         None, None, None, None)
+    module.ip_encode_image = lambda *a, **k: []  # no IP-Adapter: the UNet ignores an empty image_embeds list
+    cycle_sde.load_model = module.load_model
+    return module
+
+
+def run_reference(module, sample: DragSample, seed: int) -> np.ndarray:
+    data = {"ori_image": np.array(sample.image), "preview": np.array(sample.image), "prompt": sample.prompt,
+            "mask": sample.editing_mask.astype(np.uint8), "source": sample.dense_handles.astype(np.int64),
+            "target": sample.dense_targets.astype(np.int64)}
+    return module.drag(data, 20, 0.5, 0.2, 1.0, seed, progress=lambda x: x, method="Encode then CP")
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU at 64×64")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
+    args = parser.parse_args()
+    size = 64 if args.smoke else args.size
+    model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
+                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    repeat = 2 if args.smoke else args.repeat
+    models = load_models(model_cfg)
+    sample = synthetic_sample(size)
+    method = RegionDrag.build({})
+    method.setup(models)
+    rows, payload = [], {"size": size, "model": models.describe(), "dense_pairs": int(len(sample.dense_handles))}
+
+    ours = time_fn(lambda: method.edit(sample, 42), warmup=1 if args.smoke else 3, repeat=repeat)
+    rows.append({"what": "regiondrag (ours, CUDA graphs on GPU)", **ours})
+    eager_method = RegionDrag.build({"cuda_graphs": False})
+    eager_method.setup(models)
+    eager = time_fn(lambda: eager_method.edit(sample, 42), warmup=1, repeat=repeat)
+    rows.append({"what": "regiondrag (ours, eager)", **eager})
+    payload["regiondrag_eager"] = eager
+    diff = np.abs(method.edit(sample, 42).image.astype(int) - eager_method.edit(sample, 42).image.astype(int))
+    payload["graphs_vs_eager_max_abs_diff"] = int(diff.max())
+
+    def generate():
+        models.pipe("a photo of a painting", num_inference_steps=20, guidance_scale=7.5, height=size, width=size,
+                    output_type="np", generator=torch.Generator(models.device).manual_seed(0))
+
+    gen = time_fn(generate, warmup=1, repeat=max(2, repeat // 2))
+    rows.append({"what": "diffusers 20-step generation (CFG 7.5)", **gen})
+    payload["regiondrag"] = ours
+    payload["generation_20_steps"] = gen
+    payload["ratio_regiondrag_to_generation"] = ours["median_s"] / gen["median_s"]
+
+    flops = count_flops(lambda: method.edit(sample, 42))
+    rate = matmul_tflops()
+    payload["regiondrag_flops"] = flops
+    payload["fp16_matmul_tflops"] = rate
+    payload["flop_floor_s"] = flops / (rate * 1e12) if rate == rate else None
+
+    if args.reference is not None:
+        reference = load_reference(args.reference.resolve(), models)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        ref_image = run_reference(reference, sample, 42)
+        our_image = method.edit(sample, 42).image
+        diff = np.abs(ref_image.astype(int) - our_image.astype(int))
+        payload["reference_max_abs_diff"] = int(diff.max())
+        payload["reference_mean_abs_diff"] = float(diff.mean())
+        payload["reference_identical_fraction"] = float((diff == 0).mean())
+        ref = time_fn(lambda: run_reference(reference, sample, 42), warmup=1, repeat=repeat)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
+        rows.append({"what": "regiondrag (reference code)", **ref})
+        payload["reference"] = ref
+        payload["speedup_vs_reference"] = ref["median_s"] / ours["median_s"]
+
+    sync()
+    print_table(rows)
+    for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
+        if key in payload:
+            print(f"{key}: {payload[key]}")
+    print(f"wrote {write_result('regiondrag', payload, args.smoke)}")
+
+
+if __name__ == "__main__":
+    main()
