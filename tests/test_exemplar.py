@@ -1,6 +1,6 @@
 """Exemplar editing end to end: Paint-by-Example and the SD inpainting baseline on tiny random models,
-the random/pretrained Paint-by-Example builds, and the set-level metric rows of the score stage, on a
-COCOEE-like fixture (the real `cocoee` loader lives elsewhere; a test-only loader is registered here)."""
+the random/pretrained Paint-by-Example builds, and the set-level metric rows of the score stage on a
+COCOEE fixture tree read by the `cocoee` loader."""
 from __future__ import annotations
 
 import json
@@ -13,17 +13,17 @@ from omegaconf import OmegaConf
 
 from harness.cli import run
 from harness.config import compose
-from harness.data.base import DatasetLoader
 from harness.models import load_models
-from harness.registry import DATASETS, METHODS
+from harness.registry import METHODS
 from harness.types import ExemplarSample
+from tests.dataset_fixtures import write_cocoee
 
 TINY_PBE = {"name": "tiny_pbe", "source": "random", "pipeline": "paint_by_example", "arch": "tiny", "seed": 0, "device": "cpu"}
 TINY_INPAINT = {"name": "tiny_inpaint", "source": "random", "pipeline": "sd_inpaint", "arch": "tiny", "seed": 0, "device": "cpu"}
 SIZES = {"000000001773": (64, 64), "000000003419": (64, 64), "900100376112": (72, 56)}  # one off-canvas source
 
 
-def make_sample(name: str, dataset: str = "test_cocoee") -> ExemplarSample:
+def make_sample(name: str, dataset: str = "cocoee") -> ExemplarSample:
     w, h = SIZES[name]
     rng = np.random.default_rng(int(name) % 1000)
     ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
@@ -34,18 +34,6 @@ def make_sample(name: str, dataset: str = "test_cocoee") -> ExemplarSample:
     reference = (rng.random((40, 28, 3)) * 255).astype(np.uint8)
     return ExemplarSample(f"{dataset}/coco/{name}", (np.clip(image, 0, 1) * 255).astype(np.uint8), mask, reference,
                           category="coco")
-
-
-@DATASETS.register("test_cocoee")
-class CocoeeFixture(DatasetLoader):
-    name = "test_cocoee"
-    family = "exemplar"
-
-    def list_ids(self):
-        return [f"test_cocoee/coco/{n}" for n in SIZES]
-
-    def load_sample(self, sample_id):
-        return make_sample(sample_id.rsplit("/", 1)[1])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -182,7 +170,7 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
                    "method.paint_by_example.steps=2", "method.paint_by_example.resolution=64",
                    "method.sd_inpaint.steps=2", "method.sd_inpaint.resolution=64",
                    "metrics=[fid@pbe,clip_region@pbe,time]", "metric_device=cpu"])
-    cfg["dataset"] = {"name": "test_cocoee", "root": None}
+    cfg["dataset"] = {"name": "cocoee", "root": str(write_cocoee(tmp_path / "test_bench", ids=(1773, 3419, 900100376112)))}
     cfg["out_dir"] = str(tmp_path / "run")
     for name in ("paint_by_example", "sd_inpaint"):
         cfg["method"][name]["model"]["device"] = "cpu"
@@ -196,11 +184,12 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
     fid_rows = scores[scores["metric"] == "fid@pbe"]
     assert len(fid_rows) == 3 and fid_rows["sample_id"].isna().all() and (fid_rows["weight"] == 3).all()
     assert len(scores[scores["metric"] == "clip_region@pbe"]) == 9
-    store = next((tmp_path / "run" / "store" / "test_cocoee").glob("paint_by_example-*"))
+    store = next((tmp_path / "run" / "store" / "cocoee").glob("paint_by_example-*"))
     set_scores = json.loads((store / "_sets" / "scores.json").read_text())
     assert set_scores["fid@pbe"]["settings"]["reference"].startswith("sources") and set_scores["fid@pbe"]["n"] == 3
-    record = json.loads((store / "coco" / "000000001773.json").read_text())
+    record = json.loads((store / "all" / "000000001773.json").read_text())
     assert record["model"]["model"] == "random:paint_by_example-tiny:seed0" and record["info"]["scheduler"] == "PNDMScheduler"
+    assert record["info"]["resized_to_canvas"] and record["output"]["size"] == [72, 56]
     md = (tmp_path / "run" / "leaderboard.md").read_text()
     assert "SMOKE RUN" in md and "clip-vit-b32-tiny:random-seed42" in md
 

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
             handles, targets = parse_points(args.points)
             result = compute(args.metric, source, edited, handles, targets, options)
-    except UnknownNameError as exc:
+    except (UnknownNameError, OSError, ValueError, RuntimeError) as exc:  # missing weights or files, bad inputs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result))

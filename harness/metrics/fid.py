@@ -15,7 +15,8 @@ Reference set (`features.fid_reference`): the published protocol compares the 3,
 (files, network, preprocessing). Left empty, the reference is the set's own source images (not the
 published protocol; the settings say so). Results are the full decoded images (no paste-back).
 
-Two folders can be compared directly: `python -m harness.metrics compute fid@pbe --source REF_DIR --edited DIR`
+Images are embedded in batches of `features.fid_batch_size` (50, pytorch-fid's default; the features do
+not depend on it beyond float rounding). Two folders can be compared directly: `python -m harness.metrics compute fid@pbe --source REF_DIR --edited DIR`
 (`--source` is the reference set, as the first path of `fid_score.py`).
 """
 from __future__ import annotations
