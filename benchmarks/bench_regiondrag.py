@@ -84,6 +84,24 @@ def run_reference(module, sample: DragSample, seed: int) -> np.ndarray:
     return module.drag(data, 20, 0.5, 0.2, 1.0, seed, progress=lambda x: x, method="Encode then CP")
 
 
+def breakdown(models, method: RegionDrag, sample: DragSample) -> dict[str, float]:
+    """Median seconds of the edit's parts: VAE encode/decode and one UNet call (eager and replayed)."""
+    from harness.diffusion.latents import decode_to_uint8, encode
+
+    g = torch.Generator(models.device).manual_seed(0)
+    latent = encode(models.vae, sample.image, g, models.dtype)
+    text = models.encode_prompt(sample.prompt)
+    t = torch.tensor(500, device=models.device)
+    parts = {"vae_encode": lambda: encode(models.vae, sample.image, g, models.dtype),
+             "vae_decode": lambda: decode_to_uint8(models.vae, latent),
+             "unet_call_eager": lambda: models.unet(latent, t, encoder_hidden_states=text)}
+    if models.device.type == "cuda":
+        _, capture, _ = method._unet_runners(latent, text, int(method.config.start_t * method.config.steps))
+        parts["unet_call_graph"] = lambda: capture(latent, t, text)
+    with torch.no_grad():
+        return {name: time_fn(fn, warmup=2, repeat=10)["median_s"] for name, fn in parts.items()}
+
+
 def count_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -129,7 +147,9 @@ def main() -> None:
     payload["generation_20_steps"] = gen
     payload["ratio_regiondrag_to_generation"] = ours["median_s"] / gen["median_s"]
 
-    flops = count_flops(lambda: method.edit(sample, 42))
+    payload["breakdown"] = breakdown(models, method, sample)
+    rows += [{"what": f"  part: {k}", "median_s": v} for k, v in payload["breakdown"].items()]
+    flops = count_flops(lambda: eager_method.edit(sample, 42))  # graph replays are invisible to the counter
     rate = matmul_tflops()
     payload["regiondrag_flops"] = flops
     payload["fp16_matmul_tflops"] = rate

@@ -16,11 +16,14 @@ def run(cfg: Any) -> dict[str, Any]:
     """Run the stages named in `cfg.stages` for a resolved config; returns a small summary."""
     from omegaconf import OmegaConf
 
+    from harness import determinism
     from harness.data.base import open_dataset
     from harness.pipeline import (collect_timesteps, edit_stage, now, plan_methods, plan_metrics, report_stage,
                                   score_settings, score_stage, smoke_reasons, write_run_json)
 
     container = OmegaConf.to_container(cfg, resolve=True)
+    # First, before anything touches CUDA: cuBLAS reads its workspace setting once per process.
+    determinism_state = determinism.configure(bool(container.get("deterministic", False)))
     out_dir = Path(container["out_dir"]).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for module in container.get("plugins") or []:
@@ -32,7 +35,8 @@ def run(cfg: Any) -> dict[str, Any]:
     metric_ids = list(container.get("metrics") or [])
     metric_classes = plan_metrics(metric_ids, dataset)
     started = now()
-    write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started})
+    write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started,
+                                                 "determinism": determinism_state})
 
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
     if "edit" in stages:
@@ -56,6 +60,7 @@ def run(cfg: Any) -> dict[str, Any]:
             print("\n" + markdown_table(board) + "\n")
             print(f"report: {path}")
     write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
+                                                 "determinism": determinism_state,
                                                  "timesteps_used": collect_timesteps(out_dir, dataset, plans)})
     return summary
 
@@ -63,15 +68,22 @@ def run(cfg: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
+    from harness.config import check_group_choices
+    from harness.registry import UnknownNameError
+
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    try:  # Hydra's own message for a missing group option is correct but suggests nothing
+        check_group_choices(sys.argv[1:])
+    except UnknownNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
     def _main(cfg: Any) -> None:
         from harness.data.base import DataError
         from harness.pipeline import ConfigError
-        from harness.registry import UnknownNameError
 
         try:
             run(cfg)

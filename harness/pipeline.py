@@ -2,6 +2,8 @@
 
 - **edit** runs each configured method on each sample and writes PNG + record; samples whose record is
   trusted are reused, a sample that raises is recorded as failed and the run goes on (`strict` stops).
+  Each sample is edited while holding its store lock, so shards and duplicate processes can share a store
+  (harness/store.py); an out-of-memory sample releases its memory before the next one starts.
 - **score** computes each configured metric per sample from the store, caching values by
   (metric id, metric version, feature settings, output hash); it never re-runs a method. A set-level
   metric (FID) caches per-sample features the same way and adds one row per dataset × method set with an
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +25,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness.data.base import Dataset
+from harness import determinism
+from harness.data.base import Dataset, Shard
+from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
+from harness.faults import describe_error, is_out_of_memory, release_memory
 from harness.metrics.base import Metric, MetricContext, SetMetric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
@@ -62,6 +67,7 @@ def now() -> str:
 def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], dataset: Dataset) -> list[MethodPlan]:
     """Resolve every configured method (and check it fits the dataset) without loading any model."""
     plans = []
+    run_spec = plan_model(model_cfg)
     for name, params in (method_cfg or {}).items():
         cls = METHODS.get(name)
         if dataset.family not in cls.families:
@@ -69,16 +75,33 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
                               f"{dataset.name!r} holds {dataset.family} samples")
         params = dict(params or {})
         own_model = params.pop("model", None)
-        method = cls.build(params)
+        try:
+            method = cls.build(params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method {name!r}: invalid config: {exc}") from exc
         description = method.describe()
         model = dict(own_model or model_cfg) if cls.needs_model else None
         if model is not None:
-            spec = ModelSpec.from_config(model)
+            spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
         plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")
     return plans
+
+
+def plan_model(model_cfg: Mapping[str, Any]) -> ModelSpec:
+    """The model spec, checked without loading anything (a typo in `model.arch` fails before any work)."""
+    from harness.models.architectures import ARCHITECTURES
+
+    try:
+        spec = ModelSpec.from_config(model_cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if spec.source == "random" and spec.arch not in ARCHITECTURES:
+        raise ConfigError(f"model config {spec.name!r}: unknown random architecture arch={spec.arch!r}; "
+                          f"valid: {', '.join(sorted(ARCHITECTURES))}")
+    return spec
 
 
 def plan_metrics(metric_ids: Iterable[str], dataset: Dataset) -> list[type[Metric]]:
@@ -116,6 +139,8 @@ def _device_timer(device: Any):
 
 
 def _check_output(image: Any, sample: Any) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise NonFiniteError("method output", detail=f"{int(np.isnan(image).sum())} NaN, {int(np.isinf(image).sum())} Inf")
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise TypeError(f"method output must be a uint8 H×W×3 array, got {type(image).__name__} "
                         f"{getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")
@@ -149,29 +174,51 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         device = models.device if models is not None else None
         base_record = {"dataset": dataset.name, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
-                       "versions": versions()}
-        for sample_id in tqdm(pending, desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True):
-            record = dict(base_record, sample_id=sample_id, started_at=now())
-            try:
-                sample = dataset.load(sample_id)
-                with _device_timer(device) as timer:
-                    result = method.edit(sample, seed)
-                image = _check_output(result.image, sample)
-                lora_s = float(result.timings.get("lora", 0.0))
-                record.update(timing={"total_s": timer["seconds"], "lora_s": lora_s, "edit_s": timer["seconds"] - lora_s,
-                                      **{f"method_{k}_s": float(v) for k, v in result.timings.items()}},
-                              memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
-                store.save_ok(sample_id, image, record)
-                info["edited"] += 1
-            except Exception as exc:  # a failing sample is recorded and the sweep goes on
-                record.update(error={"type": type(exc).__name__, "message": str(exc),
-                                     "traceback": traceback.format_exc(limit=20)}, finished_at=now())
-                store.save_failed(sample_id, record)
-                info["failed"] += 1
-                log.warning("%s failed on %s: %s: %s", plan.name, sample_id, type(exc).__name__, exc)
-                if strict:
-                    raise
+                       "versions": versions(), "determinism": determinism.state()}
+        deferred: list[str] = []
+        with tqdm(total=len(pending), desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True) as progress:
+            # The first pass skips samples another process is editing; the second waits for them and then
+            # usually finds them done. Two processes on one shard thus share its samples, never redo one.
+            for blocking, queue in ((False, pending), (True, deferred)):
+                for sample_id in queue:
+                    with store.sample_lock(sample_id, blocking=blocking) as held:
+                        if not held:
+                            deferred.append(sample_id)
+                            continue
+                        outcome = _edit_one(store, method, dataset, sample_id, seed, base_record, device, force, strict)
+                    info[outcome] += 1
+                    progress.update()
     return summary
+
+
+def _edit_one(store: MethodStore, method: Any, dataset: Dataset, sample_id: str, seed: int,
+              base_record: Mapping[str, Any], device: Any, force: bool, strict: bool) -> str:
+    """Edit one sample (its lock held) and store the outcome: "edited", "failed" or "reused"."""
+    if not force and store.trusted_record(sample_id) is not None:
+        return "reused"  # another process finished it while this one waited for the lock
+    record = dict(base_record, sample_id=sample_id, started_at=now())
+    try:
+        sample = dataset.load(sample_id)
+        with _device_timer(device) as timer:
+            result = method.edit(sample, seed)
+        image = _check_output(result.image, sample)
+        lora_s = float(result.timings.get("lora", 0.0))
+        record.update(timing={"total_s": timer["seconds"], "lora_s": lora_s, "edit_s": timer["seconds"] - lora_s,
+                              **{f"method_{k}_s": float(v) for k, v in result.timings.items()}},
+                      memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
+        store.save_ok(sample_id, image, record)
+        return "edited"
+    except Exception as exc:  # a failing sample is recorded and the sweep goes on
+        record.update(error=describe_error(exc), finished_at=now())
+        log.warning("%s failed on %s: %s", record["method"], sample_id, record["error"]["message"])
+        out_of_memory = is_out_of_memory(exc)
+        if strict:
+            store.save_failed(sample_id, record)
+            raise
+    if out_of_memory:  # outside the except block, whose traceback pins the failed sample's tensors
+        record["error"]["released"] = release_memory()
+    store.save_failed(sample_id, record)
+    return "failed"
 
 
 # ---------------------------------------------------------------------------------------------- score
@@ -184,6 +231,10 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     context = MetricContext(features, device=cfg.get("metric_device", "auto"))
     metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
     set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
+    if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
+        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
+                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
+        set_metrics = []
     feature_key = stable_hash(features)
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []
@@ -197,20 +248,25 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0, "status": "failed"})
                 continue
+            if store.trusted_record(sample_id) is None:  # output missing or not the one recorded: edit again
+                log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
+                continue
             cache = store.load_scores(sample_id)
             out_hash = record["output"]["sha256"]
             sample = edited = None
-            changed = False
+            new_entries: dict[str, Any] = {}
             for metric in metrics:
                 entry = cache.get(metric.id)
                 valid = (entry and entry.get("version") == metric.version and entry.get("features") == feature_key
                          and entry.get("output_sha256") == out_hash)
                 if not valid:
-                    if sample is None:
-                        sample = dataset.load(sample_id)
-                        edited = store.load_image(sample_id)
                     try:
+                        if sample is None:
+                            sample = dataset.load(sample_id)
+                            edited = store.load_image(sample_id)
                         mv = metric.compute(sample, edited if metric.uses_output else None, record)
+                        if mv.value is not None and not math.isfinite(float(mv.value)):
+                            raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
                         entry = {"value": mv.value, "weight": mv.weight, "version": metric.version, "features": feature_key,
                                  "output_sha256": out_hash, "settings": metric.settings(), "info": mv.info}
                     except Exception as exc:
@@ -219,15 +275,14 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                         log.warning("metric %s failed on %s/%s: %s", metric.id, plan.name, sample_id, exc)
                         entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
                                  "features": feature_key, "output_sha256": out_hash}
-                    cache[metric.id] = entry
-                    changed = True
+                    new_entries[metric.id] = entry
                 value = entry.get("value")
                 rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
                              "status": "ok" if value is not None else "metric_failed"})
-            if changed:
-                store.save_scores(sample_id, cache)
+            if new_entries:
+                store.update_scores(sample_id, new_entries)
         for metric in set_metrics:
             rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
@@ -342,8 +397,7 @@ def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[
 
 
 def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str]) -> tuple[pd.DataFrame, Path]:
-    scores.drop(columns=["method_key"]).to_csv(out_dir / "scores.csv.tmp", index=False)
-    (out_dir / "scores.csv.tmp").replace(out_dir / "scores.csv")
+    atomic_write_bytes(out_dir / "scores.csv", scores.drop(columns=["method_key"]).to_csv(index=False).encode())
     board = leaderboard(scores, metric_ids)
     atomic_write_bytes(out_dir / "leaderboard.csv", board.to_csv(index=False).encode())
     lines = ["# Leaderboard", ""]
@@ -360,12 +414,26 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
 # ------------------------------------------------------------------------------------------------ run
 
 
+def run_json_path(out_dir: Path, shard: Shard) -> Path:
+    """`run.json`, or one file per shard when shards share the out_dir (so they do not overwrite each other)."""
+    return out_dir / ("run.json" if shard.count == 1 else f"run.shard-{shard.index}-of-{shard.count}.json")
+
+
 def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any]) -> None:
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
                "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "root": dataset.loader.root,
-                                                    "samples": {i: dataset.loader.fingerprint(i) for i in dataset.sample_ids()}},
+                                                    "samples": {i: _fingerprint(dataset, i) for i in dataset.sample_ids()},
+                                                    "refused_ids": dataset.refused_ids},
                **extra}
-    atomic_write_json(out_dir / "run.json", payload)
+    atomic_write_json(run_json_path(out_dir, dataset.shard), payload)
+
+
+def _fingerprint(dataset: Dataset, sample_id: str) -> str:
+    # A sample whose files are broken is recorded as failed by the edit stage; here it only must not stop the run.
+    try:
+        return dataset.loader.fingerprint(sample_id)
+    except Exception as exc:
+        return f"error: {type(exc).__name__}: {exc}"
 
 
 def collect_timesteps(out_dir: Path, dataset: Dataset, plans: list[MethodPlan]) -> dict[str, Any]:

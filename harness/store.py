@@ -7,12 +7,23 @@ description in full. Set-level metrics (FID) keep their per-sample features and 
 `_sets/` beside the samples.
 
 Every write is atomic (temporary file in the same folder, fsync, rename). The PNG is written before the
-record, and the record carries the PNG's SHA-256: a record is trusted only if it says `ok` and the file it
-names exists with that hash. So a crash at any moment leaves nothing a rerun would trust by mistake.
+record, and the record carries the PNG's SHA-256: a record is trusted only if it says `ok`, names its own
+sample, and the file it names exists with that hash. So a crash at any moment (SIGKILL included) leaves
+nothing a rerun would trust by mistake: at worst a `.<name>.*.tmp` file that no reader ever opens and the
+next writer of that sample deletes.
+
+Concurrency: every write of a sample's files happens while holding an advisory lock on
+`.<name>.lock` beside them (`fcntl.flock`, released by the kernel when the holder dies, so a killed run
+never leaves a stale lock). Shards write disjoint samples; two processes that run the same samples take
+turns per sample, and the second finds the first's trusted record instead of redoing it. Lock files stay
+in place on purpose: deleting a lock file that another process is about to open would split the lock.
+flock works on local filesystems and on NFSv4 (Linux emulates it with POSIX locks there).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import io
 import json
@@ -70,12 +81,28 @@ def stable_hash(obj: Any, length: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:length]
 
 
+class InvalidSampleId(ValueError):
+    """A sample id that cannot name a file inside the store (path tricks, empty parts, control characters)."""
+
+
 def sample_relpath(sample_id: str) -> Path:
-    """`dataset/category/name` → `category/name` inside the dataset folder; refuses path tricks."""
-    parts = sample_id.split("/")[1:]
-    if not parts or any(p in ("", ".", "..") or os.sep in p for p in parts):
-        raise ValueError(f"invalid sample id {sample_id!r}")
-    return Path(*parts)
+    """`dataset/category/name` → `category/name` inside the dataset folder.
+
+    Sample ids come from dataset files (folder names, JSON keys), so they are untrusted: an id that could
+    address anything outside the store (`..`, an absolute path, a backslash, an empty part) or that holds
+    control characters is refused, which keeps every write of a run under `out_dir`.
+    """
+    parts = sample_id.split("/") if isinstance(sample_id, str) else []
+    if (len(parts) < 2 or any(p in ("", ".", "..") or "\\" in p for p in parts)
+            or any(ord(c) < 32 or c == "\x7f" for c in sample_id)):
+        raise InvalidSampleId(f"invalid sample id {sample_id!r}: expected 'dataset/[category/]name' without "
+                              "empty, '.' or '..' parts, backslashes or control characters")
+    return Path(*parts[1:])
+
+
+def _with_ext(relpath: Path, ext: str) -> Path:
+    # Appended, not `with_suffix`: a name with a dot ("st. louis") must not lose its tail and collide.
+    return relpath.with_name(relpath.name + ext)
 
 
 class MethodStore:
@@ -87,13 +114,43 @@ class MethodStore:
         self.dir = Path(root) / "store" / dataset / method_key
 
     def image_path(self, sample_id: str) -> Path:
-        return self.dir / sample_relpath(sample_id).with_suffix(".png")
+        return self.dir / _with_ext(sample_relpath(sample_id), ".png")
 
     def record_path(self, sample_id: str) -> Path:
-        return self.dir / sample_relpath(sample_id).with_suffix(".json")
+        return self.dir / _with_ext(sample_relpath(sample_id), ".json")
 
     def scores_path(self, sample_id: str) -> Path:
-        return self.dir / sample_relpath(sample_id).with_suffix(".scores.json")
+        return self.dir / _with_ext(sample_relpath(sample_id), ".scores.json")
+
+    def lock_path(self, sample_id: str) -> Path:
+        relpath = sample_relpath(sample_id)
+        return self.dir / relpath.parent / f".{relpath.name}.lock"
+
+    @contextlib.contextmanager
+    def sample_lock(self, sample_id: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the sample's lock for the block; yields False (and holds nothing) when `blocking` is
+        False and another process holds it. On acquiring, leftovers of a writer that died are removed."""
+        path = self.lock_path(sample_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            self._remove_stale_temps(sample_id)
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _remove_stale_temps(self, sample_id: str) -> None:
+        # Only writers of this sample create these names, and they all hold its lock: any found now are
+        # leftovers of a process that died mid-write.
+        for path in (self.image_path(sample_id), self.record_path(sample_id), self.scores_path(sample_id)):
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def write_description(self, description: Mapping[str, Any]) -> None:
         path = self.dir / "method.json"
@@ -118,40 +175,41 @@ class MethodStore:
         return record
 
     def load_record(self, sample_id: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.record_path(sample_id).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """The sample's record, or None when it is missing or unreadable (never half a record)."""
+        return _read_json_object(self.record_path(sample_id))
 
     def trusted_record(self, sample_id: str) -> dict[str, Any] | None:
-        """The record if it says ok and its PNG exists with the recorded hash; else None."""
+        """The record if it says ok, names this sample, and its PNG exists with the recorded hash; else None."""
         record = self.load_record(sample_id)
-        if not record or record.get("status") != "ok":
+        if not record or record.get("status") != "ok" or record.get("sample_id", sample_id) != sample_id:
             return None
+        output = record.get("output")
         try:
             data = self.image_path(sample_id).read_bytes()
-        except FileNotFoundError:
+        except OSError:
             return None
-        return record if sha256_bytes(data) == record.get("output", {}).get("sha256") else None
+        return record if isinstance(output, dict) and sha256_bytes(data) == output.get("sha256") else None
 
     def load_image(self, sample_id: str) -> np.ndarray:
         with Image.open(self.image_path(sample_id)) as im:
             return np.asarray(im.convert("RGB"))
 
     def load_scores(self, sample_id: str) -> dict[str, Any]:
-        try:
-            return json.loads(self.scores_path(sample_id).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        """Cached metric entries by metric id; an unreadable cache is an empty one (scores are recomputed)."""
+        scores = _read_json_object(self.scores_path(sample_id)) or {}
+        return {k: v for k, v in scores.items() if isinstance(v, dict)}
 
     def save_scores(self, sample_id: str, scores: Mapping[str, Any]) -> None:
         atomic_write_json(self.scores_path(sample_id), dict(scores))
 
+    def update_scores(self, sample_id: str, entries: Mapping[str, Any]) -> None:
+        """Merge `entries` into the cache under the sample's lock, so two processes scoring the same
+        sample with different metrics keep each other's values."""
+        with self.sample_lock(sample_id):
+            self.save_scores(sample_id, {**self.load_scores(sample_id), **entries})
+
     def load_set_scores(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.dir / "_sets" / "scores.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return _read_json_object(self.dir / "_sets" / "scores.json") or {}
 
     def save_set_scores(self, scores: Mapping[str, Any]) -> None:
         atomic_write_json(self.dir / "_sets" / "scores.json", dict(scores))
@@ -168,6 +226,14 @@ class MethodStore:
         buffer = io.BytesIO()
         np.savez(buffer, **features)
         atomic_write_bytes(self.dir / "_sets" / f"{name}.npz", buffer.getvalue())
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def iter_method_stores(root: Path) -> Iterator[MethodStore]:

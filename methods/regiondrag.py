@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from harness.diffusion.attention import KVBank
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode_to_uint8, encode
+from harness.diffusion.numerics import FiniteWatch
 from harness.method import EditMethod
 from harness.registry import METHODS
 from harness.types import DragSample, EditResult
@@ -145,10 +146,12 @@ class RegionDrag(EditMethod):
             return eps
 
         trajectory, noises = [latent], []
+        finite = FiniteWatch()
         x = latent
         for i, t in enumerate(reversed(self.timesteps[cfg.steps - start:])):
             bank.set_slot(i)
             x, w_noise = self.sde.forward_step(eps_with(unet_capture), x, t, generator)
+            finite.watch(x, "inversion", i, t)
             trajectory.append(x)
             noises.append(w_noise)
 
@@ -166,10 +169,12 @@ class RegionDrag(EditMethod):
                 x[0, :, target[:, 1], target[:, 0]] = reference[0, :, source[:, 1], source[:, 0]]
                 pasted_steps.append(t)
             x = torch.where(mask, x, reference)
-            x = self.sde.reverse_step(eps_with(unet_paste), x, t, noises.pop())
+            x = finite.watch(self.sde.reverse_step(eps_with(unet_paste), x, t, noises.pop()), "denoising", i, t)
+        finite.raise_first()
         t_loop = time.perf_counter() - t0
 
-        image = decode_to_uint8(m.vae, x)
+        numerics: dict = {}
+        image = decode_to_uint8(m.vae, x, numerics)
         image = cv2.resize(image, (w, h))
         edit_mask = sample.editing_mask
         if not edit_mask.all():
@@ -181,5 +186,6 @@ class RegionDrag(EditMethod):
             "latent_size": [int(lh), int(lw)],
             "dense_pairs": int(len(source)),
             "points_clipped_to_latent": n_clipped_src + n_clipped_trg,
+            **numerics,
         }
         return EditResult(image=np.ascontiguousarray(image), timings={"diffusion_loop": t_loop}, info=info)

@@ -200,3 +200,7 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
     assert all(info["reused"] == 3 for info in again["edit"].values())
     assert features_file.stat().st_mtime_ns == before
     pd.testing.assert_frame_equal(again["leaderboard"], summary["leaderboard"])
+
+    # a shard alone never reports a set-level value (FID over a subset would be a different number)
+    sharded = run(OmegaConf.create(dict(cfg, shard={"index": 0, "count": 2}, stages=["score", "report"])))
+    assert sharded["leaderboard"]["fid@pbe"].isna().all() and sharded["leaderboard"]["clip_region@pbe"].notna().any()

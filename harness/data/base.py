@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from harness.regions import kept_pair_count, subsample_pairs
+from harness.store import InvalidSampleId, sample_relpath
 from harness.types import DragSample, Family, Sample
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -119,6 +123,7 @@ class Dataset:
     shard: Shard = field(default_factory=Shard)
     point_fraction: float = 1.0
     point_seed: int = 0
+    refused_ids: dict[str, str] = field(default_factory=dict)  # id → why it was left out
 
     def __post_init__(self) -> None:
         if not 0 < self.point_fraction <= 1:
@@ -149,7 +154,7 @@ class Dataset:
     def sample_ids(self) -> list[str]:
         """The selected ids in a deterministic (sorted) order; unknown categories or ids are errors, so a
         typo in a filter never yields a silently smaller run."""
-        ids = sorted(self.loader.list_ids())
+        ids = sorted(i for i in self.loader.list_ids() if self._storable(i))
         if self.categories:
             present = Counter(i.split("/")[1] for i in ids)
             unknown = [c for c in self.categories if c not in present]
@@ -186,6 +191,18 @@ class Dataset:
 
     def _subsample_seed(self, sample_id: str) -> int:
         return self.point_seed + zlib.crc32(sample_id.encode())
+
+    def _storable(self, sample_id: str) -> bool:
+        """Ids come from dataset files; one that could address a path outside the run store is left out
+        (and reported) rather than stopping the run."""
+        try:
+            sample_relpath(sample_id)
+            return True
+        except InvalidSampleId as exc:
+            if sample_id not in self.refused_ids:
+                log.warning("dataset %s: sample left out: %s", self.name, exc)
+                self.refused_ids[sample_id] = str(exc)
+            return False
 
     def load(self, sample_id: str) -> Sample:
         sample = self.loader.load_sample(sample_id)

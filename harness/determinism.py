@@ -1,0 +1,49 @@
+"""Settings that make runs bit-reproducible, and a record of which were in effect.
+
+On the CPU the harness is deterministic as it stands: the same config, seed, library versions and thread
+count give byte-identical PNGs and identical scores (tested). On a GPU, cuDNN autotuning, atomics in some
+kernels and cuBLAS's workspace reuse make results vary between runs; `deterministic: true` switches on:
+
+- `torch.use_deterministic_algorithms(True)`: deterministic kernels, and an error (recorded per sample)
+  for an operation that has none;
+- `CUBLAS_WORKSPACE_CONFIG=:4096:8`: required by cuBLAS for reproducible matmuls; it must be set before
+  the first CUDA call of the process, which `python -m harness` guarantees by configuring first;
+- `torch.backends.cudnn.deterministic = True` and `cudnn.benchmark = False`.
+
+Even then bit-identity holds only on the same GPU model with the same driver and library versions.
+Deterministic kernels can be slower, so timing runs should leave the option off and say so.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def configure(deterministic: bool) -> dict[str, Any]:
+    """Switch the settings on when `deterministic`; return what is in effect either way (for run.json)."""
+    import torch
+
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return dict(requested=bool(deterministic), **state())
+
+
+def state() -> dict[str, Any]:
+    """The determinism-relevant settings of this process as they are now."""
+    import torch
+
+    return {
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "cpu_threads": torch.get_num_threads(),
+    }
