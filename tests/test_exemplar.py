@@ -204,3 +204,13 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
     # a shard alone never reports a set-level value (FID over a subset would be a different number)
     sharded = run(OmegaConf.create(dict(cfg, shard={"index": 0, "count": 2}, stages=["score", "report"])))
     assert sharded["leaderboard"]["fid@pbe"].isna().all() and sharded["leaderboard"]["clip_region@pbe"].notna().any()
+
+
+def test_non_finite_outputs_fail_instead_of_turning_black(pbe_models, monkeypatch):
+    from harness.diffusion.numerics import NonFiniteError
+
+    method = build("paint_by_example", pbe_models)
+    vae = method.pipe.vae
+    monkeypatch.setattr(vae, "decode", lambda z, return_dict=False: (torch.full((1, 3, 64, 64), float("nan")),))
+    with pytest.raises(NonFiniteError, match="pipeline output: 12288 NaN"):
+        method.edit(make_sample("000000001773"), 42)

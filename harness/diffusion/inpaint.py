@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from harness.diffusion.numerics import NonFiniteError
 from harness.types import ExemplarSample
 
 SCHEDULERS = ("plms", "ddim")
@@ -75,7 +76,11 @@ def inpaint(pipe: Any, sample: ExemplarSample, resolution: int, seed: int, **cal
     generator = torch.Generator().manual_seed(seed)
     out = pipe(image=Image.fromarray(image), mask_image=Image.fromarray(mask.astype(np.uint8) * 255),
                height=resolution, width=resolution, generator=generator, output_type="np", **call)
-    edited = truncate_to_uint8(out.images[0])
+    decoded = out.images[0]
+    if not np.isfinite(decoded).all():  # truncation would silently turn NaN into black pixels
+        raise NonFiniteError("pipeline output", detail=f"{int(np.isnan(decoded).sum())} NaN, "
+                                                       f"{int(np.isinf(decoded).sum())} Inf (fp16 overflow?)")
+    edited = truncate_to_uint8(decoded)
     width, height = sample.size
     if (width, height) != (resolution, resolution):
         edited = np.asarray(Image.fromarray(edited).resize((width, height), Image.BICUBIC))
