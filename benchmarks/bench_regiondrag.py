@@ -115,11 +115,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU at 64×64")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
     parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
     args = parser.parse_args()
     size = 64 if args.smoke else args.size
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
-                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda",
+                  "channels_last": args.channels_last})
     repeat = 2 if args.smoke else args.repeat
     models = load_models(model_cfg)
     sample = synthetic_sample(size)
@@ -175,7 +177,7 @@ def main() -> None:
     for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
         if key in payload:
             print(f"{key}: {payload[key]}")
-    print(f"wrote {write_result('regiondrag', payload, args.smoke)}")
+    print(f"wrote {write_result('regiondrag' + ('-channels_last' if args.channels_last else ''), payload, args.smoke)}")
 
 
 if __name__ == "__main__":

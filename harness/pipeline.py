@@ -84,6 +84,8 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
         if model is not None:
             spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
+            if spec.channels_last and spec.resolved_device().type == "cuda":
+                description["model"]["memory_format"] = "channels_last"
         plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")
@@ -265,7 +267,8 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                             sample = dataset.load(sample_id)
                             edited = store.load_image(sample_id)
                         mv = metric.compute(sample, edited if metric.uses_output else None, record)
-                        if mv.value is not None and not math.isfinite(float(mv.value)):
+                        undefined = bool((mv.info or {}).get("nan"))  # NaN by the protocol, with its reason
+                        if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
                             raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
                         entry = {"value": mv.value, "weight": mv.weight, "version": metric.version, "features": feature_key,
                                  "output_sha256": out_hash, "settings": metric.settings(), "info": mv.info}
@@ -280,7 +283,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
-                             "status": "ok" if value is not None else "metric_failed"})
+                             "status": _row_status(value)})
             if new_entries:
                 store.update_scores(sample_id, new_entries)
         for metric in set_metrics:
@@ -328,6 +331,15 @@ def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: Met
     return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
 
 
+def _row_status(value: Any) -> str:
+    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
+    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
+    pandas would read that status back as a missing value."""
+    if value is None:
+        return "metric_failed"
+    return "undefined" if np.isnan(float(value)) else "ok"
+
+
 def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> dict[str, Any]:
     """The settings stored with the scores (network identities, dtypes), one entry per metric id."""
     settings: dict[str, Any] = {}
@@ -347,7 +359,7 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
 
 def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
     """One row per dataset × method variant: the mean of each metric (weighted where the metric pools),
-    `n` samples scored and `failed` samples."""
+    `n` samples scored, `failed` samples and `nan` samples with a metric value undefined by its protocol."""
     groups = []
     keys = ["dataset", "method", "method_key"]
     for (dataset, method, key), df in scores.groupby(keys, sort=True):
@@ -363,8 +375,9 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
                 row[metric_id] = float(values["value"].mean())
         row["n"] = int(ok["sample_id"].nunique())
         row["failed"] = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
+        row["nan"] = int(df.loc[df["status"] == "undefined", "sample_id"].nunique())
         groups.append(row)
-    board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed"])
+    board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed", "nan"])
     # Show the method key only where one method has several variants in the table.
     dup = board.duplicated(["dataset", "method"], keep=False)
     board.loc[dup, "method"] = board.loc[dup, "method"] + " [" + board.loc[dup, "method_key"] + "]"
@@ -404,7 +417,8 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
     if reasons:
         lines += ["> **SMOKE RUN — these numbers mean nothing.** Random-weight networks were used:", ">"]
         lines += [f"> - {r}" for r in reasons] + [""]
-    lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed.", "",
+    lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed, "
+              "`nan` = samples with a metric undefined for them (excluded from that metric's mean).", "",
               markdown_table(board), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())

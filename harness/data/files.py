@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from harness.data.base import DataError
+from harness.data.safe_io import MAX_PIXELS as MAX_IMAGE_PIXELS
 
 
 # --- pickles -----------------------------------------------------------------------------------------
@@ -152,8 +153,11 @@ def image_header(path: Path, field: str, modes: Iterable[str] = IMAGE_MODES) -> 
             header = ImageHeader(path, str(im.format), im.mode, (int(im.size[0]), int(im.size[1])))
     except FileNotFoundError:
         raise DataError(f"{path}: {field} file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: {field} is not a readable image: {exc}") from None
+    if header.size[0] * header.size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: {field} is {header.size[0]}×{header.size[1]} pixels, over the limit of "
+                        f"{MAX_IMAGE_PIXELS} (a decompression bomb or not a benchmark image)")
     if header.mode not in modes:
         what = _MODE_HINTS.get(header.mode, f"mode {header.mode}")
         raise DataError(f"{path}: {field} is {what} (mode {header.mode}); expected mode "
@@ -170,7 +174,7 @@ def _decode(path: Path, field: str, modes: Iterable[str]) -> tuple[ImageHeader, 
     try:
         im = Image.open(path)
         im.load()  # truncated or corrupt data fails here, not at open
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: {field} cannot be decoded (truncated or corrupt file?): {exc}") from None
     return header, im
 

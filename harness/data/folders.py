@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from harness.data.safe_io import resolve_inside
 from harness.data.base import DataError, DatasetLoader, SampleInfo
 from harness.data.files import files_fingerprint, read_image
 from harness.regions import region_and_points_to_dense
@@ -93,7 +94,11 @@ class DragFolderLoader(DatasetLoader):
         raise NotImplementedError
 
     def _annotate(self, sample_id: str) -> DragAnnotation:
-        ann = self.parse(self.folder(sample_id))
+        folder = self.folder(sample_id)
+        for name in self.sample_files:  # a file linked to outside the root is refused before it is read
+            if (folder / name).exists() or (folder / name).is_symlink():
+                resolve_inside(self.root_dir, folder / name, name)
+        ann = self.parse(folder)
         if self.options["regions"] == "none":
             ann.dense_handles = ann.dense_targets = ann.edit_mask = None
         elif self.options["regions"] == "from_points":

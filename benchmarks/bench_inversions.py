@@ -1,0 +1,133 @@
+"""Per-image time of each PIE-Bench inversion (DirectInversion compares inversion cost; protocols.md §4.4).
+
+    python benchmarks/bench_inversions.py                      # random_sd15 (fp16) at 512×512, 50 steps, on the GPU
+    python benchmarks/bench_inversions.py --smoke              # tiny model, 64×64, 3 steps: checks the script on a CPU
+
+Times `harness.prompt.inversion.invert` on a fixed VAE latent (encoding is timed separately), device-
+synchronised, after one warm-up image, for:
+- `ddim`: DDIM inversion with the source prompt, guidance 1 (50 UNet calls);
+- `negative_prompt`: the same work (the source embedding becomes the unconditional one);
+- `null_text`: DDIM inversion + per-step Adam on the null embedding (≤ 10 iterations, each a UNet forward and
+  backward, plus one guided step). Random weights never reach the early-stop loss, so this is the
+  10-iteration worst case; real weights stop earlier on some steps (the iterations used are recorded);
+- `direct`: as implemented here, the same work as `ddim` (the offsets come from the editing pass);
+- `direct_reference`: DDIM inversion + the reference's separate offset pass (50 guided UNet calls), which is
+  what PnPInversion's released code spends.
+Writes a JSON file (device, versions, the exact command, per-image times) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from harness.config import compose  # noqa: E402
+from harness.diffusion.ddim_inversion import DDIMSchedule  # noqa: E402
+from harness.diffusion.latents import encode  # noqa: E402
+from harness.environment import device_info, git_commit, versions  # noqa: E402
+from harness.models import load_models  # noqa: E402
+from harness.prompt.inversion import Conditioning, NullTextSettings, direct_offsets, invert  # noqa: E402
+
+KINDS = ("ddim", "negative_prompt", "null_text", "direct", "direct_reference")
+SOURCE = "a slanted mountain bicycle on the road in front of a building"
+TARGET = "a slanted rusty mountain bicycle on the road in front of a building"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_inversion(kind: str, eps, schedule: DDIMSchedule, latent, cond: Conditioning, guidance: float,
+                  null_text: NullTextSettings) -> dict:
+    if kind == "direct_reference":
+        inverted = invert("ddim", eps, schedule, latent, cond, guidance)
+        direct_offsets(eps, schedule, inverted.latents, cond, guidance)
+        return {}
+    inverted = invert(kind, eps, schedule, latent, cond, guidance, null_text)
+    iterations = inverted.info.get("null_text_iterations")
+    return {"null_text_iterations": iterations} if iterations else {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="random_sd15", help="model config name in conf/model (default random_sd15)")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--images", type=int, default=3, help="timed images per inversion (after one warm-up)")
+    parser.add_argument("--null-text-inner-steps", type=int, default=10)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 64×64, 3 steps, 1 image (CPU check)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inversions_<model>.json)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.size, args.steps, args.images, args.null_text_inner_steps = "tiny", 64, 3, 1, 2
+        torch.set_num_threads(1)  # a tiny model gains nothing from threads on a shared CPU
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown inversion(s) {unknown}; valid: {', '.join(KINDS)}")
+
+    models = load_models(compose([f"model={args.model}"])["model"])
+    device = models.device
+    schedule = DDIMSchedule.p2p(args.steps)
+    null_text = NullTextSettings(inner_steps=args.null_text_inner_steps)
+    cond = Conditioning(models.encode_prompt(SOURCE), models.encode_prompt(TARGET), models.encode_prompt(""))
+
+    def eps(x, t, context):
+        return models.unet(x, t, encoder_hidden_states=context).sample
+
+    rng = np.random.default_rng(0)
+    images = [(rng.random((args.size, args.size, 3)) * 255).astype(np.uint8) for _ in range(args.images + 1)]
+    sync(device)
+    start = time.perf_counter()
+    latents = [encode(models.vae, image, None, models.dtype, mode="mode") for image in images]
+    sync(device)
+    encode_s = (time.perf_counter() - start) / len(images)
+
+    results = {}
+    for kind in kinds:
+        times, extra = [], {}
+        for index, latent in enumerate(latents):  # image 0 is the warm-up
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            start = time.perf_counter()
+            extra = run_inversion(kind, eps, schedule, latent, cond, 7.5, null_text)
+            sync(device)
+            if index:
+                times.append(time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else 0.0
+        results[kind] = {"per_image_s": times, "mean_s": statistics.fmean(times), "median_s": statistics.median(times),
+                         "peak_mib": peak, **extra}
+
+    command = " ".join(["python benchmarks/bench_inversions.py", *(sys.argv[1:] if argv is None else argv)])
+    payload = {"benchmark": "pie_inversions", "command": command,
+               "model": models.describe(), "size": args.size, "steps": args.steps, "images": args.images,
+               "guidance": 7.5, "null_text_inner_steps": args.null_text_inner_steps, "encode_s": encode_s,
+               "device": device_info(), "versions": versions(), "git": git_commit(), "results": results}
+    out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"inversions_{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+
+    print(f"{models.describe()['model']} {models.describe()['dtype']} {args.size}×{args.size}, {args.steps} steps, "
+          f"{args.images} image(s) after a warm-up on {device_info().get('gpu', device_info()['cpu'])}")
+    print("| inversion | mean s/image | median s/image | peak MiB |")
+    print("|---|---|---|---|")
+    for kind, r in results.items():
+        print(f"| {kind} | {r['mean_s']:.3f} | {r['median_s']:.3f} | {r['peak_mib']:.0f} |")
+    print(f"VAE encode: {encode_s:.3f} s/image; written to {out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
