@@ -5,7 +5,9 @@
   Each sample is edited while holding its store lock, so shards and duplicate processes can share a store
   (harness/store.py); an out-of-memory sample releases its memory before the next one starts.
 - **score** computes each configured metric per sample from the store, caching values by
-  (metric id, metric version, feature settings, output hash); it never re-runs a method.
+  (metric id, metric version, feature settings, output hash); it never re-runs a method. A set-level
+  metric (FID) caches per-sample features the same way and adds one row per dataset × method set with an
+  empty `sample_id` and `weight` = the number of samples in the set.
 - **report** aggregates the score rows into `scores.csv`, `leaderboard.csv` and `leaderboard.md`.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from harness.data.base import Dataset, Shard
 from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
 from harness.faults import describe_error, is_out_of_memory, release_memory
-from harness.metrics.base import Metric, MetricContext
+from harness.metrics.base import Metric, MetricContext, SetMetric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
 from harness.store import MethodStore, atomic_write_bytes, atomic_write_json, stable_hash
@@ -42,13 +44,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class MethodPlan:
-    """One method variant of a run: what to build, and where its outputs live."""
+    """One method variant of a run: what to build, and where its outputs live. `model` is the model
+    config it runs on: the run's `model`, or the method's own `model` entry (exemplar methods need
+    their own pipelines: `method.paint_by_example.model`)."""
 
     name: str
     params: dict[str, Any]
     cls: Any
     key: str
     description: dict[str, Any]
+    model: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -62,22 +67,26 @@ def now() -> str:
 def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], dataset: Dataset) -> list[MethodPlan]:
     """Resolve every configured method (and check it fits the dataset) without loading any model."""
     plans = []
-    spec = plan_model(model_cfg)
+    run_spec = plan_model(model_cfg)
     for name, params in (method_cfg or {}).items():
         cls = METHODS.get(name)
         if dataset.family not in cls.families:
             raise ConfigError(f"method {name!r} edits {'/'.join(cls.families)} samples; dataset "
                               f"{dataset.name!r} holds {dataset.family} samples")
+        params = dict(params or {})
+        own_model = params.pop("model", None)
         try:
-            method = cls.build(dict(params or {}))
+            method = cls.build(params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"method {name!r}: invalid config: {exc}") from exc
         description = method.describe()
-        if cls.needs_model:
+        model = dict(own_model or model_cfg) if cls.needs_model else None
+        if model is not None:
+            spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.channels_last and spec.resolved_device().type == "cuda":
                 description["model"]["memory_format"] = "channels_last"
-        plans.append(MethodPlan(name, dict(params or {}), cls, f"{name}-{stable_hash(description, 8)}", description))
+        plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")
     return plans
@@ -161,7 +170,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
             continue
         method = plan.cls.build(plan.params)
         t0 = time.perf_counter()
-        models = load_models(cfg["model"]) if plan.cls.needs_model else None
+        models = load_models(plan.model) if plan.model is not None else None
         method.setup(models)
         info["setup_s"] = time.perf_counter() - t0
         device = models.device if models is not None else None
@@ -222,7 +231,12 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     """Per-sample metric rows for every configured method variant and every sample with an output."""
     features = dict(cfg.get("features") or {})
     context = MetricContext(features, device=cfg.get("metric_device", "auto"))
-    metrics = [cls(context) for cls in metric_classes]
+    metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
+    set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
+    if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
+        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
+                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
+        set_metrics = []
     feature_key = stable_hash(features)
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []
@@ -272,8 +286,49 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                              "status": _row_status(value)})
             if new_entries:
                 store.update_scores(sample_id, new_entries)
+        for metric in set_metrics:
+            rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
+              strict: bool) -> dict[str, Any]:
+    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
+    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
+    would be a different number."""
+    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
+    cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
+    cached = store.load_set_features(cache_name)
+    try:
+        members, features, changed = [], [], False
+        for sample_id in dataset.sample_ids():
+            record = store.load_record(sample_id)
+            if not record or record.get("status") != "ok":
+                continue
+            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
+            if key not in cached:
+                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
+                changed = True
+            members.append(key)
+            features.append(cached[key])
+        if changed:
+            store.save_set_features(cache_name, cached)
+        set_key = stable_hash([metric.version, feature_key, members])
+        scores = store.load_set_scores()
+        entry = scores.get(metric.id)
+        if not entry or entry.get("key") != set_key:
+            value = metric.aggregate(features)
+            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
+                     "info": value.info}
+            scores[metric.id] = entry
+            store.save_set_scores(scores)
+    except Exception as exc:
+        if strict:
+            raise
+        log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
+        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
+    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
 
 
 def _row_status(value: Any) -> str:
@@ -294,6 +349,8 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
             for metric_id, entry in store.load_scores(sample_id).items():
                 if "settings" in entry:
                     settings.setdefault(metric_id, entry["settings"])
+        for metric_id, entry in store.load_set_scores().items():
+            settings.setdefault(metric_id, entry["settings"])
     return settings
 
 
