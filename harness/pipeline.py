@@ -125,7 +125,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
     sample_ids = dataset.sample_ids()
     summary: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         store.write_description(plan.description)
         pending = sample_ids if force else [s for s in sample_ids if store.trusted_record(s) is None]
         info: dict[str, Any] = {"method": plan.name, "samples": len(sample_ids), "reused": len(sample_ids) - len(pending),
@@ -139,7 +139,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         method.setup(models)
         info["setup_s"] = time.perf_counter() - t0
         device = models.device if models is not None else None
-        base_record = {"dataset": dataset.name, "method": plan.name, "method_key": plan.key, "seed": seed,
+        base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
                        "versions": versions()}
         for sample_id in tqdm(pending, desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True):
@@ -179,13 +179,15 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
+        missing = 0
         for sample_id in tqdm(sample_ids, desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
             record = store.load_record(sample_id)
             if record is None:
+                missing += 1
                 continue
             if record.get("status") != "ok":
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0, "status": "failed"})
                 continue
             cache = store.load_scores(sample_id)
@@ -213,12 +215,16 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                     cache[metric.id] = entry
                     changed = True
                 value = entry.get("value")
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
                              "status": "ok" if value is not None else "metric_failed"})
             if changed:
                 store.save_scores(sample_id, cache)
+        if missing:
+            # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
+            log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
+                        "they are left out of the scores", plan.key, missing, len(sample_ids))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -227,7 +233,7 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
     """The settings stored with the scores (network identities, dtypes), one entry per metric id."""
     settings: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             for metric_id, entry in store.load_scores(sample_id).items():
                 if "settings" in entry:
@@ -258,10 +264,31 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
         row["failed"] = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
         groups.append(row)
     board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed"])
-    # Show the method key only where one method has several variants in the table.
-    dup = board.duplicated(["dataset", "method"], keep=False)
-    board.loc[dup, "method"] = board.loc[dup, "method"] + " [" + board.loc[dup, "method_key"] + "]"
+    board["method"] = variant_labels(board)
     return board.drop(columns=["method_key"])
+
+
+def variant_labels(df: pd.DataFrame) -> pd.Series:
+    """The `method` column, with the method key appended only where one dataset holds several variants
+    of the same method (so a plain run keeps plain names and a sweep stays unambiguous)."""
+    if df.empty:
+        return df["method"]
+    variants = df.groupby(["dataset", "method"])["method_key"].transform("nunique")
+    return df["method"].where(variants == 1, df["method"] + " [" + df["method_key"] + "]")
+
+
+def interval_table(stats: pd.DataFrame, metric_ids: list[str], floatfmt: str = ".4f") -> pd.DataFrame:
+    """Wide view of `harness.stats.score_stats`: one row per dataset × method, `mean [low, high]` per metric."""
+    def cell(row: Any) -> str:
+        if np.isnan(row["mean"]):
+            return "nan"
+        if np.isnan(row["ci_low"]):
+            return format(row["mean"], floatfmt)
+        return f"{row['mean']:{floatfmt}} [{row['ci_low']:{floatfmt}}, {row['ci_high']:{floatfmt}}]"
+
+    labelled = stats.assign(method=variant_labels(stats), cell=stats.apply(cell, axis=1) if len(stats) else [])
+    wide = labelled.pivot_table(index=["dataset", "method"], columns="metric", values="cell", aggfunc="first")
+    return wide.reindex(columns=[m for m in metric_ids if m in wide.columns]).reset_index().rename_axis(columns=None)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
@@ -289,17 +316,30 @@ def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[
     return sorted(set(reasons))
 
 
-def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str]) -> tuple[pd.DataFrame, Path]:
+def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str], *,
+                 resamples: int = 2000, ci_seed: int = 0) -> tuple[pd.DataFrame, Path]:
+    """Write scores.csv, leaderboard.csv/.md (means, n, failed) and leaderboard_ci.csv (bootstrap intervals,
+    also appended to leaderboard.md)."""
+    from harness.stats import score_stats
+
     scores.drop(columns=["method_key"]).to_csv(out_dir / "scores.csv.tmp", index=False)
     (out_dir / "scores.csv.tmp").replace(out_dir / "scores.csv")
     board = leaderboard(scores, metric_ids)
     atomic_write_bytes(out_dir / "leaderboard.csv", board.to_csv(index=False).encode())
+    stats = score_stats(scores, metric_ids, resamples=resamples, seed=ci_seed)
+    ci_csv = stats.assign(method=variant_labels(stats)).drop(columns=["method_key"])
+    atomic_write_bytes(out_dir / "leaderboard_ci.csv", ci_csv.to_csv(index=False).encode())
     lines = ["# Leaderboard", ""]
     if reasons:
         lines += ["> **SMOKE RUN — these numbers mean nothing.** Random-weight networks were used:", ">"]
         lines += [f"> - {r}" for r in reasons] + [""]
     lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed.", "",
               markdown_table(board), ""]
+    if len(stats):
+        lines += ["## 95% bootstrap intervals", "",
+                  f"`mean [low, high]`: percentile bootstrap over samples ({resamples} resamples, seeded per cell; "
+                  "harness/stats.py). Also in `leaderboard_ci.csv`.", "",
+                  markdown_table(interval_table(stats, metric_ids)), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return board, path
@@ -308,19 +348,20 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
 # ------------------------------------------------------------------------------------------------ run
 
 
-def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any]) -> None:
+def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any],
+                   name: str = "run.json") -> None:
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
-               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "root": dataset.loader.root,
+               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "key": dataset.key, "root": dataset.loader.root,
                                                     "samples": {i: dataset.loader.fingerprint(i) for i in dataset.sample_ids()}},
                **extra}
-    atomic_write_json(out_dir / "run.json", payload)
+    atomic_write_json(out_dir / name, payload)
 
 
 def collect_timesteps(out_dir: Path, dataset: Dataset, plans: list[MethodPlan]) -> dict[str, Any]:
     """Scheduler timesteps the methods actually used (from the records), one entry per method variant."""
     used: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             record = store.load_record(sample_id) or {}
             steps = {k: v for k, v in (record.get("info") or {}).items() if k.endswith("timesteps")}

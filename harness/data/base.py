@@ -2,8 +2,8 @@
 
 A loader lists its sample ids cheaply (`list_ids`) and loads one sample on demand (`load_sample`), so a
 resumed run never decodes images it does not need. `Dataset` wraps a loader with the shared options:
-category and id filters, deterministic sharding by sample id, and point-percentage subsampling of dense
-point pairs (RegionDrag's ablation knob).
+category and id filters, deterministic round-robin sharding of the sorted ids, and point-percentage
+subsampling of dense point pairs (RegionDrag's ablation knob).
 """
 from __future__ import annotations
 
@@ -47,9 +47,11 @@ class Shard:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"shard.index must be in [0, shard.count), got index={self.index} count={self.count}")
 
-    def owns(self, sample_id: str) -> bool:
-        # crc32 of the id: stable across processes and machines (Python's hash() is salted per process)
-        return zlib.crc32(sample_id.encode()) % self.count == self.index
+    def select(self, sample_ids: Sequence[str]) -> list[str]:
+        """Round-robin over the sorted, filtered ids: deterministic on every machine, balanced to within one
+        sample (a hash of the id can leave a shard empty on a small set). Every shard of a sweep must use
+        the same dataset filters, which is the case when they come from one multirun command."""
+        return list(sample_ids[self.index :: self.count])
 
 
 @dataclass
@@ -70,6 +72,16 @@ class Dataset:
     def family(self) -> Family:
         return self.loader.family
 
+    @property
+    def key(self) -> str:
+        """The dataset's folder in the run store and its name in score rows: the dataset name, plus the
+        options that change the samples themselves (point subsampling), so that the variants of an
+        ablation never share or overwrite outputs. Filters and shards select samples without changing
+        them, so they stay out of the key and every shard writes into the same folder."""
+        if self.point_fraction >= 1.0:
+            return self.name
+        return f"{self.name}@pf{self.point_fraction:g}-ps{self.point_seed}"
+
     def sample_ids(self) -> list[str]:
         ids = sorted(self.loader.list_ids())
         if self.categories:
@@ -80,7 +92,7 @@ class Dataset:
             ids = [i for i in ids if i in wanted or i.split("/", 1)[1] in wanted]
         if self.limit is not None:
             ids = ids[: self.limit]
-        return [i for i in ids if self.shard.owns(i)]
+        return self.shard.select(ids)
 
     def load(self, sample_id: str) -> Sample:
         sample = self.loader.load_sample(sample_id)
