@@ -199,3 +199,20 @@ def test_run_leaderboard_gains_intervals_without_changing_its_columns(store_dir)
     md = (store_dir / "leaderboard.md").read_text()
     assert "## 95% bootstrap intervals" in md
     assert (store_dir / "report.html").is_file()
+
+
+def test_gallery_draws_the_drag_and_handles_other_families():
+    from harness.data.base import open_dataset
+    from harness.report.gallery import HANDLE, TARGET, annotate, fit, gallery_row
+    from harness.types import PromptEditSample
+
+    dataset = open_dataset({"name": "demo"})
+    sample = dataset.load("demo/shapes/square_right")
+    drawn, plain = annotate(sample, 128), fit(sample.image, 128)[0]
+    assert drawn.shape == plain.shape == (128, 128, 3) and (drawn != plain).any()
+    for colour in (HANDLE, TARGET):
+        assert (np.abs(drawn.astype(int) - colour).sum(axis=2) < 30).any()
+    row = gallery_row(sample, [("identity", sample.image), ("not run", None)], side=128)
+    assert row.count("data:image/png;base64,") == 2 and "not run" in row
+    prompt = PromptEditSample(sample_id="pie/0/x", image=sample.image, source_prompt="a cat", target_prompt="a [dog]")
+    assert "a [dog]" in gallery_row(prompt, [], side=64)

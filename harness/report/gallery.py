@@ -58,8 +58,11 @@ def annotate(sample: Any, side: int = 256) -> np.ndarray:
 
 def gallery_row(sample: Any, outputs: Sequence[tuple[str, np.ndarray | None]], side: int = 256) -> str:
     """One row: the annotated source, then each (label, output) at the same size (None: no output)."""
-    caption = sample.sample_id + (f" — “{sample.prompt}”" if getattr(sample, "prompt", "") else "")
+    text = getattr(sample, "prompt", "") or getattr(sample, "target_prompt", "")
+    caption = sample.sample_id + (f" — “{text}”" if text else "")
     figures = [H.figure(H.thumbnail_png(annotate(sample, side), side), caption)]
+    if getattr(sample, "reference", None) is not None:  # exemplar editing: show the exemplar too
+        figures.append(H.figure(H.thumbnail_png(fit(sample.reference, side)[0], side), "reference"))
     for label, image in outputs:
         if image is None:
             figures.append(f'<figure><div style="width:{side}px">{H.MISSING}</div><figcaption>{H.esc(label)}</figcaption></figure>')

@@ -101,14 +101,15 @@ def time_quality_figure(stats: pd.DataFrame, time_metric: str, quality_metrics: 
             yerr = [[max(0.0, y - row.ci_low * scale)], [max(0.0, row.ci_high * scale - y)]] if math.isfinite(row.ci_low) else None
             xerr = ([[max(0.0, t["mean"] - t["ci_low"])], [max(0.0, t["ci_high"] - t["mean"])]]
                     if math.isfinite(t["ci_low"]) else None)
+            name = row.method if len(markers) == 1 else f"{row.method} ({row.dataset})"
             ax.errorbar([t["mean"]], [y], xerr=xerr, yerr=yerr, marker=markers.get(row.dataset, "o"), color=f"C{i % 10}",
-                        capsize=3, linestyle="none")
-            ax.annotate(row.method if len(markers) == 1 else f"{row.method} ({row.dataset})", (t["mean"], y),
-                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+                        capsize=3, linestyle="none", label=name)
         if (time_rows["mean"] > 0).all() and len(time_rows) and time_rows["mean"].max() / max(time_rows["mean"].min(), 1e-12) > 100:
             ax.set_xscale("log")
         ax.set_xlabel(f"{time_metric} (s per edit)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # a legend, not annotations: sweeps put many points close together
+            ax.legend(fontsize=7, loc="best")
     fig.suptitle("Time versus quality (mean with 95% bootstrap intervals)")
     return fig

@@ -217,7 +217,7 @@ def html_section(table: ReportTable) -> str:
                     cells.append(f"<td{best}>{_num(c.ours.mean, m.decimals)}{ci}</td>")
                 paper = _paper_text(c.published)
                 cells.append(f'<td class="paper">{H.esc(paper) if paper != "—" else H.MISSING}</td>')
-            cells += [H.esc(v) for v in _counts_text(table, row.label, dataset)]
+            cells += [H.MISSING if v == "—" else H.esc(v) for v in _counts_text(table, row.label, dataset)]
             rows.append(cells)
         parts += [f"<h3>{H.esc(dataset)}</h3>", H.table(header, rows)]
     parts.append(f'<p class="meta">{H.esc(LEGEND.replace("`", "").replace("**", ""))}</p>')
