@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import determinism
-from harness.data.base import Dataset, Shard
+from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
 from harness.faults import describe_error, is_out_of_memory, release_memory
@@ -160,7 +160,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
     sample_ids = dataset.sample_ids()
     summary: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         store.write_description(plan.description)
         pending = sample_ids if force else [s for s in sample_ids if store.trusted_record(s) is None]
         info: dict[str, Any] = {"method": plan.name, "samples": len(sample_ids), "reused": len(sample_ids) - len(pending),
@@ -174,7 +174,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         method.setup(models)
         info["setup_s"] = time.perf_counter() - t0
         device = models.device if models is not None else None
-        base_record = {"dataset": dataset.name, "method": plan.name, "method_key": plan.key, "seed": seed,
+        base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
                        "versions": versions(), "determinism": determinism.state()}
         deferred: list[str] = []
@@ -241,13 +241,15 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
+        missing = 0
         for sample_id in tqdm(sample_ids, desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
             record = store.load_record(sample_id)
             if record is None:
+                missing += 1
                 continue
             if record.get("status") != "ok":
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0, "status": "failed"})
                 continue
             if store.trusted_record(sample_id) is None:  # output missing or not the one recorded: edit again
@@ -280,7 +282,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                                  "features": feature_key, "output_sha256": out_hash}
                     new_entries[metric.id] = entry
                 value = entry.get("value")
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
                              "status": _row_status(value)})
@@ -288,6 +290,10 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 store.update_scores(sample_id, new_entries)
         for metric in set_metrics:
             rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
+        if missing:
+            # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
+            log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
+                        "they are left out of the scores", plan.key, missing, len(sample_ids))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -344,7 +350,7 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
     """The settings stored with the scores (network identities, dtypes), one entry per metric id."""
     settings: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             for metric_id, entry in store.load_scores(sample_id).items():
                 if "settings" in entry:
@@ -378,10 +384,31 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
         row["nan"] = int(df.loc[df["status"] == "undefined", "sample_id"].nunique())
         groups.append(row)
     board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed", "nan"])
-    # Show the method key only where one method has several variants in the table.
-    dup = board.duplicated(["dataset", "method"], keep=False)
-    board.loc[dup, "method"] = board.loc[dup, "method"] + " [" + board.loc[dup, "method_key"] + "]"
+    board["method"] = variant_labels(board)
     return board.drop(columns=["method_key"])
+
+
+def variant_labels(df: pd.DataFrame) -> pd.Series:
+    """The `method` column, with the method key appended only where one dataset holds several variants
+    of the same method (so a plain run keeps plain names and a sweep stays unambiguous)."""
+    if df.empty:
+        return df["method"]
+    variants = df.groupby(["dataset", "method"])["method_key"].transform("nunique")
+    return df["method"].where(variants == 1, df["method"] + " [" + df["method_key"] + "]")
+
+
+def interval_table(stats: pd.DataFrame, metric_ids: list[str], floatfmt: str = ".4f") -> pd.DataFrame:
+    """Wide view of `harness.stats.score_stats`: one row per dataset × method, `mean [low, high]` per metric."""
+    def cell(row: Any) -> str:
+        if np.isnan(row["mean"]):
+            return "nan"
+        if np.isnan(row["ci_low"]):
+            return format(row["mean"], floatfmt)
+        return f"{row['mean']:{floatfmt}} [{row['ci_low']:{floatfmt}}, {row['ci_high']:{floatfmt}}]"
+
+    labelled = stats.assign(method=variant_labels(stats), cell=stats.apply(cell, axis=1) if len(stats) else [])
+    wide = labelled.pivot_table(index=["dataset", "method"], columns="metric", values="cell", aggfunc="first")
+    return wide.reindex(columns=[m for m in metric_ids if m in wide.columns]).reset_index().rename_axis(columns=None)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
@@ -409,10 +436,18 @@ def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[
     return sorted(set(reasons))
 
 
-def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str]) -> tuple[pd.DataFrame, Path]:
+def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str], *,
+                 resamples: int = 2000, ci_seed: int = 0) -> tuple[pd.DataFrame, Path]:
+    """Write scores.csv, leaderboard.csv/.md (means, n, failed) and leaderboard_ci.csv (bootstrap intervals,
+    also appended to leaderboard.md)."""
+    from harness.stats import score_stats
+
     atomic_write_bytes(out_dir / "scores.csv", scores.drop(columns=["method_key"]).to_csv(index=False).encode())
     board = leaderboard(scores, metric_ids)
     atomic_write_bytes(out_dir / "leaderboard.csv", board.to_csv(index=False).encode())
+    stats = score_stats(scores, metric_ids, resamples=resamples, seed=ci_seed)
+    ci_csv = stats.assign(method=variant_labels(stats)).drop(columns=["method_key"])
+    atomic_write_bytes(out_dir / "leaderboard_ci.csv", ci_csv.to_csv(index=False).encode())
     lines = ["# Leaderboard", ""]
     if reasons:
         lines += ["> **SMOKE RUN — these numbers mean nothing.** Random-weight networks were used:", ">"]
@@ -420,6 +455,11 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
     lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed, "
               "`nan` = samples with a metric undefined for them (excluded from that metric's mean).", "",
               markdown_table(board), ""]
+    if len(stats):
+        lines += ["## 95% bootstrap intervals", "",
+                  f"`mean [low, high]`: percentile bootstrap over samples ({resamples} resamples, seeded per cell; "
+                  "harness/stats.py). Also in `leaderboard_ci.csv`.", "",
+                  markdown_table(interval_table(stats, metric_ids)), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return board, path
@@ -428,18 +468,15 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
 # ------------------------------------------------------------------------------------------------ run
 
 
-def run_json_path(out_dir: Path, shard: Shard) -> Path:
-    """`run.json`, or one file per shard when shards share the out_dir (so they do not overwrite each other)."""
-    return out_dir / ("run.json" if shard.count == 1 else f"run.shard-{shard.index}-of-{shard.count}.json")
-
-
-def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any]) -> None:
+def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any],
+                   name: str = "run.json") -> None:
+    """The run record; sharded jobs pass `scaleout.run_file_name` so shards never overwrite each other."""
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
-               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "root": dataset.loader.root,
+               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "key": dataset.key, "root": dataset.loader.root,
                                                     "samples": {i: _fingerprint(dataset, i) for i in dataset.sample_ids()},
                                                     "refused_ids": dataset.refused_ids},
                **extra}
-    atomic_write_json(run_json_path(out_dir, dataset.shard), payload)
+    atomic_write_json(out_dir / name, payload)
 
 
 def _fingerprint(dataset: Dataset, sample_id: str) -> str:
@@ -454,7 +491,7 @@ def collect_timesteps(out_dir: Path, dataset: Dataset, plans: list[MethodPlan]) 
     """Scheduler timesteps the methods actually used (from the records), one entry per method variant."""
     used: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             record = store.load_record(sample_id) or {}
             steps = {k: v for k, v in (record.get("info") or {}).items() if k.endswith("timesteps")}
