@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,8 +204,21 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
     pd.testing.assert_frame_equal(again["leaderboard"], summary["leaderboard"])
 
     # a shard alone never reports a set-level value (FID over a subset would be a different number)
-    sharded = run(OmegaConf.create(dict(cfg, shard={"index": 0, "count": 2}, stages=["score", "report"])))
-    assert sharded["leaderboard"]["fid@pbe"].isna().all() and sharded["leaderboard"]["clip_region@pbe"].notna().any()
+    # (and a sharded job skips the report stage: the merge run with shard.count=1 reports)
+    from harness.data.base import open_dataset
+    from harness.metrics.base import SetMetric
+    from harness.pipeline import plan_methods, plan_metrics, score_stage
+
+    shard_cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg, shard={"index": 0, "count": 2})), resolve=True)
+    sharded = run(OmegaConf.create(shard_cfg | {"stages": ["score", "report"]}))
+    assert "leaderboard" not in sharded
+    dataset = open_dataset(shard_cfg["dataset"], shard_cfg["shard"])
+    plans = plan_methods(shard_cfg["method"], shard_cfg["model"], dataset)
+    classes = plan_metrics(shard_cfg["metrics"], dataset)
+    assert any(issubclass(c, SetMetric) for c in classes)
+    shard_scores = score_stage(shard_cfg, dataset, Path(shard_cfg["out_dir"]), plans, classes)
+    assert shard_scores.loc[shard_scores["metric"] == "fid@pbe", "value"].isna().all()
+    assert shard_scores.loc[shard_scores["metric"] == "clip_region@pbe", "value"].notna().any()
 
 
 def test_non_finite_outputs_fail_instead_of_turning_black(pbe_models, monkeypatch):
