@@ -2,6 +2,8 @@
 time-versus-quality scatter and a gallery, in one self-contained file (see `harness.report.html`)."""
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +14,9 @@ from harness.report import html as H
 from harness.report.gallery import gallery_row
 from harness.report.plots import COST_METRICS, save_figure, time_quality_figure
 from harness.store import MethodStore, atomic_write_bytes
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,7 +32,11 @@ def gallery_columns(dataset: Any, out_dir: Path, columns: Sequence[tuple[str, st
     key) store folders; a sample a column has no trusted output for shows an empty cell."""
     rows = []
     for sample_id in dataset.sample_ids()[: max(0, limit)]:
-        sample = dataset.load(sample_id)
+        try:
+            sample = dataset.load(sample_id)
+        except Exception as exc:  # a broken sample is already recorded as failed; the page must still render
+            log.warning("gallery: %s left out: %s", sample_id, exc)
+            continue
         outputs = []
         for label, dataset_key, method_key in columns:
             store = MethodStore(out_dir, dataset_key, method_key)
