@@ -18,6 +18,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from harness import determinism
     from harness.data.base import open_dataset
+    from harness.scaleout import job_slot, pin_gpu, run_file_name, shard_of
     from harness.pipeline import (collect_timesteps, edit_stage, now, plan_methods, plan_metrics, report_stage,
                                   score_settings, score_stage, smoke_reasons, write_run_json)
 
@@ -29,6 +30,19 @@ def run(cfg: Any) -> dict[str, Any]:
     for module in container.get("plugins") or []:
         __import__(module)
     stages = list(container.get("stages") or ["edit", "score", "report"])
+    index, count = shard_of(container)
+    if count > 1 and "report" in stages:
+        # A shard sees only its samples: run-level files come from one merge run over all shards (scaleout.py).
+        stages.remove("report")
+        print(f"[shard {index}/{count}] report skipped; after all shards: python -m harness stages=[score,report] "
+              "(same config, shard.count=1) merges them")
+    if container.get("gpu_per_job", True):
+        pin_gpu(job_slot(container))
+    run_name = run_file_name(container)
+    if container.get("ablation"):
+        from harness.ablation import run_ablation
+
+        return run_ablation(container, out_dir, stages, run_name)
     dataset = open_dataset(container["dataset"], container.get("shard"))
     # Plan everything before any work: unknown names and incompatible pairings fail here.
     plans = plan_methods(container.get("method") or {}, container["model"], dataset)
@@ -36,7 +50,7 @@ def run(cfg: Any) -> dict[str, Any]:
     metric_classes = plan_metrics(metric_ids, dataset)
     started = now()
     write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started,
-                                                 "determinism": determinism_state})
+                                                 "determinism": determinism_state}, run_name)
 
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
     if "edit" in stages:
@@ -50,9 +64,15 @@ def run(cfg: Any) -> dict[str, Any]:
         scores = score_stage(container, dataset, out_dir, plans, metric_classes)
         if "report" in stages:
             reasons = smoke_reasons(score_settings(plans, dataset, out_dir), plans)
-            board, path = report_stage(out_dir, scores, metric_ids, reasons)
+            options = dict(container.get("reporting") or {})
+            board, path = report_stage(out_dir, scores, metric_ids, reasons, resamples=int(options.get("bootstrap", 2000)),
+                                       ci_seed=int(options.get("ci_seed", 0)))
             summary["leaderboard"] = board
             summary["report"] = str(path)
+            if options.get("html", True):
+                from harness.report.run_page import write_standard_page
+
+                summary["html"] = str(write_standard_page(out_dir, dataset, plans, scores, board, metric_ids, reasons, options))
             from harness.pipeline import markdown_table
 
             if reasons:
@@ -61,7 +81,7 @@ def run(cfg: Any) -> dict[str, Any]:
             print(f"report: {path}")
     write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
                                                  "determinism": determinism_state,
-                                                 "timesteps_used": collect_timesteps(out_dir, dataset, plans)})
+                                                 "timesteps_used": collect_timesteps(out_dir, dataset, plans)}, run_name)
     return summary
 
 

@@ -5,7 +5,9 @@
   Each sample is edited while holding its store lock, so shards and duplicate processes can share a store
   (harness/store.py); an out-of-memory sample releases its memory before the next one starts.
 - **score** computes each configured metric per sample from the store, caching values by
-  (metric id, metric version, feature settings, output hash); it never re-runs a method.
+  (metric id, metric version, feature settings, output hash); it never re-runs a method. A set-level
+  metric (FID) caches per-sample features the same way and adds one row per dataset × method set with an
+  empty `sample_id` and `weight` = the number of samples in the set.
 - **report** aggregates the score rows into `scores.csv`, `leaderboard.csv` and `leaderboard.md`.
 """
 from __future__ import annotations
@@ -24,11 +26,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import determinism
-from harness.data.base import Dataset, Shard
+from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
 from harness.faults import describe_error, is_out_of_memory, release_memory
-from harness.metrics.base import Metric, MetricContext
+from harness.metrics.base import Metric, MetricContext, SetMetric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
 from harness.store import MethodStore, atomic_write_bytes, atomic_write_json, stable_hash
@@ -42,13 +44,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class MethodPlan:
-    """One method variant of a run: what to build, and where its outputs live."""
+    """One method variant of a run: what to build, and where its outputs live. `model` is the model
+    config it runs on: the run's `model`, or the method's own `model` entry (exemplar methods need
+    their own pipelines: `method.paint_by_example.model`)."""
 
     name: str
     params: dict[str, Any]
     cls: Any
     key: str
     description: dict[str, Any]
+    model: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -62,22 +67,26 @@ def now() -> str:
 def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], dataset: Dataset) -> list[MethodPlan]:
     """Resolve every configured method (and check it fits the dataset) without loading any model."""
     plans = []
-    spec = plan_model(model_cfg)
+    run_spec = plan_model(model_cfg)
     for name, params in (method_cfg or {}).items():
         cls = METHODS.get(name)
         if dataset.family not in cls.families:
             raise ConfigError(f"method {name!r} edits {'/'.join(cls.families)} samples; dataset "
                               f"{dataset.name!r} holds {dataset.family} samples")
+        params = dict(params or {})
+        own_model = params.pop("model", None)
         try:
-            method = cls.build(dict(params or {}))
+            method = cls.build(params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"method {name!r}: invalid config: {exc}") from exc
         description = method.describe()
-        if cls.needs_model:
+        model = dict(own_model or model_cfg) if cls.needs_model else None
+        if model is not None:
+            spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.channels_last and spec.resolved_device().type == "cuda":
                 description["model"]["memory_format"] = "channels_last"
-        plans.append(MethodPlan(name, dict(params or {}), cls, f"{name}-{stable_hash(description, 8)}", description))
+        plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")
     return plans
@@ -151,7 +160,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
     sample_ids = dataset.sample_ids()
     summary: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         store.write_description(plan.description)
         pending = sample_ids if force else [s for s in sample_ids if store.trusted_record(s) is None]
         info: dict[str, Any] = {"method": plan.name, "samples": len(sample_ids), "reused": len(sample_ids) - len(pending),
@@ -161,11 +170,11 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
             continue
         method = plan.cls.build(plan.params)
         t0 = time.perf_counter()
-        models = load_models(cfg["model"]) if plan.cls.needs_model else None
+        models = load_models(plan.model) if plan.model is not None else None
         method.setup(models)
         info["setup_s"] = time.perf_counter() - t0
         device = models.device if models is not None else None
-        base_record = {"dataset": dataset.name, "method": plan.name, "method_key": plan.key, "seed": seed,
+        base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
                        "versions": versions(), "determinism": determinism.state()}
         deferred: list[str] = []
@@ -222,18 +231,25 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     """Per-sample metric rows for every configured method variant and every sample with an output."""
     features = dict(cfg.get("features") or {})
     context = MetricContext(features, device=cfg.get("metric_device", "auto"))
-    metrics = [cls(context) for cls in metric_classes]
+    metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
+    set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
+    if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
+        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
+                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
+        set_metrics = []
     feature_key = stable_hash(features)
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
+        missing = 0
         for sample_id in tqdm(sample_ids, desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
             record = store.load_record(sample_id)
             if record is None:
+                missing += 1
                 continue
             if record.get("status") != "ok":
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0, "status": "failed"})
                 continue
             if store.trusted_record(sample_id) is None:  # output missing or not the one recorded: edit again
@@ -266,14 +282,59 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                                  "features": feature_key, "output_sha256": out_hash}
                     new_entries[metric.id] = entry
                 value = entry.get("value")
-                rows.append({"dataset": dataset.name, "method": plan.label, "method_key": plan.key,
+                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
                              "sample_id": sample_id, "metric": metric.id,
                              "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
                              "status": _row_status(value)})
             if new_entries:
                 store.update_scores(sample_id, new_entries)
+        for metric in set_metrics:
+            rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
+        if missing:
+            # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
+            log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
+                        "they are left out of the scores", plan.key, missing, len(sample_ids))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
+              strict: bool) -> dict[str, Any]:
+    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
+    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
+    would be a different number."""
+    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
+    cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
+    cached = store.load_set_features(cache_name)
+    try:
+        members, features, changed = [], [], False
+        for sample_id in dataset.sample_ids():
+            record = store.load_record(sample_id)
+            if not record or record.get("status") != "ok":
+                continue
+            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
+            if key not in cached:
+                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
+                changed = True
+            members.append(key)
+            features.append(cached[key])
+        if changed:
+            store.save_set_features(cache_name, cached)
+        set_key = stable_hash([metric.version, feature_key, members])
+        scores = store.load_set_scores()
+        entry = scores.get(metric.id)
+        if not entry or entry.get("key") != set_key:
+            value = metric.aggregate(features)
+            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
+                     "info": value.info}
+            scores[metric.id] = entry
+            store.save_set_scores(scores)
+    except Exception as exc:
+        if strict:
+            raise
+        log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
+        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
+    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
 
 
 def _row_status(value: Any) -> str:
@@ -289,11 +350,13 @@ def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> 
     """The settings stored with the scores (network identities, dtypes), one entry per metric id."""
     settings: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             for metric_id, entry in store.load_scores(sample_id).items():
                 if "settings" in entry:
                     settings.setdefault(metric_id, entry["settings"])
+        for metric_id, entry in store.load_set_scores().items():
+            settings.setdefault(metric_id, entry["settings"])
     return settings
 
 
@@ -321,10 +384,31 @@ def leaderboard(scores: pd.DataFrame, metric_ids: list[str]) -> pd.DataFrame:
         row["nan"] = int(df.loc[df["status"] == "undefined", "sample_id"].nunique())
         groups.append(row)
     board = pd.DataFrame(groups, columns=keys + list(metric_ids) + ["n", "failed", "nan"])
-    # Show the method key only where one method has several variants in the table.
-    dup = board.duplicated(["dataset", "method"], keep=False)
-    board.loc[dup, "method"] = board.loc[dup, "method"] + " [" + board.loc[dup, "method_key"] + "]"
+    board["method"] = variant_labels(board)
     return board.drop(columns=["method_key"])
+
+
+def variant_labels(df: pd.DataFrame) -> pd.Series:
+    """The `method` column, with the method key appended only where one dataset holds several variants
+    of the same method (so a plain run keeps plain names and a sweep stays unambiguous)."""
+    if df.empty:
+        return df["method"]
+    variants = df.groupby(["dataset", "method"])["method_key"].transform("nunique")
+    return df["method"].where(variants == 1, df["method"] + " [" + df["method_key"] + "]")
+
+
+def interval_table(stats: pd.DataFrame, metric_ids: list[str], floatfmt: str = ".4f") -> pd.DataFrame:
+    """Wide view of `harness.stats.score_stats`: one row per dataset × method, `mean [low, high]` per metric."""
+    def cell(row: Any) -> str:
+        if np.isnan(row["mean"]):
+            return "nan"
+        if np.isnan(row["ci_low"]):
+            return format(row["mean"], floatfmt)
+        return f"{row['mean']:{floatfmt}} [{row['ci_low']:{floatfmt}}, {row['ci_high']:{floatfmt}}]"
+
+    labelled = stats.assign(method=variant_labels(stats), cell=stats.apply(cell, axis=1) if len(stats) else [])
+    wide = labelled.pivot_table(index=["dataset", "method"], columns="metric", values="cell", aggfunc="first")
+    return wide.reindex(columns=[m for m in metric_ids if m in wide.columns]).reset_index().rename_axis(columns=None)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
@@ -352,10 +436,18 @@ def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[
     return sorted(set(reasons))
 
 
-def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str]) -> tuple[pd.DataFrame, Path]:
+def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str], *,
+                 resamples: int = 2000, ci_seed: int = 0) -> tuple[pd.DataFrame, Path]:
+    """Write scores.csv, leaderboard.csv/.md (means, n, failed) and leaderboard_ci.csv (bootstrap intervals,
+    also appended to leaderboard.md)."""
+    from harness.stats import score_stats
+
     atomic_write_bytes(out_dir / "scores.csv", scores.drop(columns=["method_key"]).to_csv(index=False).encode())
     board = leaderboard(scores, metric_ids)
     atomic_write_bytes(out_dir / "leaderboard.csv", board.to_csv(index=False).encode())
+    stats = score_stats(scores, metric_ids, resamples=resamples, seed=ci_seed)
+    ci_csv = stats.assign(method=variant_labels(stats)).drop(columns=["method_key"])
+    atomic_write_bytes(out_dir / "leaderboard_ci.csv", ci_csv.to_csv(index=False).encode())
     lines = ["# Leaderboard", ""]
     if reasons:
         lines += ["> **SMOKE RUN — these numbers mean nothing.** Random-weight networks were used:", ">"]
@@ -363,6 +455,11 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
     lines += ["Raw metric values (no table scaling); `n` = samples scored, `failed` = samples whose edit failed, "
               "`nan` = samples with a metric undefined for them (excluded from that metric's mean).", "",
               markdown_table(board), ""]
+    if len(stats):
+        lines += ["## 95% bootstrap intervals", "",
+                  f"`mean [low, high]`: percentile bootstrap over samples ({resamples} resamples, seeded per cell; "
+                  "harness/stats.py). Also in `leaderboard_ci.csv`.", "",
+                  markdown_table(interval_table(stats, metric_ids)), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return board, path
@@ -371,18 +468,15 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
 # ------------------------------------------------------------------------------------------------ run
 
 
-def run_json_path(out_dir: Path, shard: Shard) -> Path:
-    """`run.json`, or one file per shard when shards share the out_dir (so they do not overwrite each other)."""
-    return out_dir / ("run.json" if shard.count == 1 else f"run.shard-{shard.index}-of-{shard.count}.json")
-
-
-def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any]) -> None:
+def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extra: Mapping[str, Any],
+                   name: str = "run.json") -> None:
+    """The run record; sharded jobs pass `scaleout.run_file_name` so shards never overwrite each other."""
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
-               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "root": dataset.loader.root,
+               "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "key": dataset.key, "root": dataset.loader.root,
                                                     "samples": {i: _fingerprint(dataset, i) for i in dataset.sample_ids()},
                                                     "refused_ids": dataset.refused_ids},
                **extra}
-    atomic_write_json(run_json_path(out_dir, dataset.shard), payload)
+    atomic_write_json(out_dir / name, payload)
 
 
 def _fingerprint(dataset: Dataset, sample_id: str) -> str:
@@ -397,7 +491,7 @@ def collect_timesteps(out_dir: Path, dataset: Dataset, plans: list[MethodPlan]) 
     """Scheduler timesteps the methods actually used (from the records), one entry per method variant."""
     used: dict[str, Any] = {}
     for plan in plans:
-        store = MethodStore(out_dir, dataset.name, plan.key)
+        store = MethodStore(out_dir, dataset.key, plan.key)
         for sample_id in dataset.sample_ids():
             record = store.load_record(sample_id) or {}
             steps = {k: v for k, v in (record.get("info") or {}).items() if k.endswith("timesteps")}

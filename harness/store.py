@@ -3,7 +3,8 @@
 Layout: `<out_dir>/store/<dataset>/<method_key>/<category>/<name>.png|.json`, where `method_key` is the
 method name plus a hash of everything that changes its output (method config, model identity and dtype),
 so variants of a sweep never overwrite each other. `method.json` beside the samples holds that
-description in full.
+description in full. Set-level metrics (FID) keep their per-sample features and their set values in
+`_sets/` beside the samples.
 
 Every write is atomic (temporary file in the same folder, fsync, rename). The PNG is written before the
 record, and the record carries the PNG's SHA-256: a record is trusted only if it says `ok`, names its own
@@ -206,6 +207,25 @@ class MethodStore:
         sample with different metrics keep each other's values."""
         with self.sample_lock(sample_id):
             self.save_scores(sample_id, {**self.load_scores(sample_id), **entries})
+
+    def load_set_scores(self) -> dict[str, Any]:
+        return _read_json_object(self.dir / "_sets" / "scores.json") or {}
+
+    def save_set_scores(self, scores: Mapping[str, Any]) -> None:
+        atomic_write_json(self.dir / "_sets" / "scores.json", dict(scores))
+
+    def load_set_features(self, name: str) -> dict[str, np.ndarray]:
+        """Cached per-sample features of a set metric, keyed by (sample id, output hash) digests."""
+        try:
+            with np.load(self.dir / "_sets" / f"{name}.npz", allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (FileNotFoundError, ValueError, OSError):
+            return {}
+
+    def save_set_features(self, name: str, features: Mapping[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **features)
+        atomic_write_bytes(self.dir / "_sets" / f"{name}.npz", buffer.getvalue())
 
 
 def _read_json_object(path: Path) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ A loader lists its sample ids cheaply (`list_ids`), describes one sample from he
 (`inspect`, used by `python -m harness.data describe`) and loads one sample on demand (`load_sample`), so
 a resumed run never decodes images it does not need. Sample ids are `<dataset>/<category>/<name>`.
 `Dataset` wraps a loader with the shared options: category and id filters (ids inline or from a file),
-deterministic sharding by sample id, and point-percentage subsampling of dense point pairs (RegionDrag's
+deterministic round-robin sharding of the sorted ids, and point-percentage subsampling of dense point pairs (RegionDrag's
 ablation knob).
 """
 from __future__ import annotations
@@ -108,9 +108,11 @@ class Shard:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"shard.index must be in [0, shard.count), got index={self.index} count={self.count}")
 
-    def owns(self, sample_id: str) -> bool:
-        # crc32 of the id: stable across processes and machines (Python's hash() is salted per process)
-        return zlib.crc32(sample_id.encode()) % self.count == self.index
+    def select(self, sample_ids: Sequence[str]) -> list[str]:
+        """Round-robin over the sorted, filtered ids: deterministic on every machine, balanced to within one
+        sample (a hash of the id can leave a shard empty on a small set). Every shard of a sweep must use
+        the same dataset filters, which is the case when they come from one multirun command."""
+        return list(sample_ids[self.index :: self.count])
 
 
 @dataclass
@@ -151,6 +153,16 @@ class Dataset:
             wanted += [line.split("#", 1)[0].strip() for line in lines]
         return [w for w in wanted if w]
 
+    @property
+    def key(self) -> str:
+        """The dataset's folder in the run store and its name in score rows: the dataset name, plus the
+        options that change the samples themselves (point subsampling), so that the variants of an
+        ablation never share or overwrite outputs. Filters and shards select samples without changing
+        them, so they stay out of the key and every shard writes into the same folder."""
+        if self.point_fraction >= 1.0:
+            return self.name
+        return f"{self.name}@pf{self.point_fraction:g}-ps{self.point_seed}"
+
     def sample_ids(self) -> list[str]:
         """The selected ids in a deterministic (sorted) order; unknown categories or ids are errors, so a
         typo in a filter never yields a silently smaller run."""
@@ -169,7 +181,7 @@ class Dataset:
             ids = [i for i in ids if i in chosen]
         if self.limit is not None:
             ids = ids[: self.limit]
-        return [i for i in ids if self.shard.owns(i)]
+        return self.shard.select(ids)
 
     def _resolve(self, ids: list[str], wanted: list[str]) -> set[str]:
         """Match requested ids (full, `<category>/<name>` or bare `<name>`) against `ids`."""

@@ -7,6 +7,14 @@ interleaved DragBench list `[[hx, hy], [tx, ty], ...]`. `key=value` pairs: `prom
 `features=standard|smoke|random_sd21` (default `standard`: the published networks), `lpips_backbone=...`,
 `dift_model=<model config name>`, `seed=42`, `device=cpu|cuda`. Prints one JSON object.
 `python -m harness.metrics list` prints the metric ids.
+
+Set-level metrics (`fid@pbe`, `fid_inception@pbe`) compare two folders of images instead:
+
+    python -m harness.metrics compute fid_inception@pbe --source REF_DIR --edited DIR [weights_path=...]
+
+`--source` is the reference set (its statistics are cached), `--edited` the results. `weights_path` is
+the metric's network (`inception_weights` for `fid_inception@pbe`, `clip_vit_b32` for `fid@pbe`); other
+keys: `features=...`, `device=...`, `batch_size=50`, `num_workers=N`.
 """
 from __future__ import annotations
 
@@ -76,6 +84,31 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
     return {"metric": metric_id, "value": value.value, "weight": value.weight, "settings": metric.settings()}
 
 
+def compute_folders(metric_id: str, reference: str, edited: str, options: dict[str, str]) -> dict[str, Any]:
+    """A set-level metric on two folders of images."""
+    from harness.config import compose
+    from harness.metrics.base import MetricContext
+    from harness.registry import METRICS
+
+    cls = METRICS.get(metric_id)
+    for what, folder in (("source", reference), ("edited", edited)):
+        if not Path(folder).is_dir():
+            raise SystemExit(f"error: {metric_id} is a set-level metric: --{what} must be a folder of images, got {folder}")
+    features = compose([f"features={options.pop('features', 'standard')}"])["features"]
+    if "weights_path" in options:
+        features[cls.network_option] = options.pop("weights_path")
+    if "batch_size" in options:
+        features["fid_batch_size"] = int(options.pop("batch_size"))
+    num_workers = int(options.pop("num_workers")) if "num_workers" in options else None
+    device = options.pop("device", "auto")
+    if options:
+        raise SystemExit(f"error: unknown option(s) {sorted(options)}; valid: weights_path, features, device, "
+                         f"batch_size, num_workers")
+    metric = cls(MetricContext(features, device=device))
+    result = metric.compare_folders(reference, edited, num_workers=num_workers)
+    return {"metric": metric_id, **result, "settings": metric.extractor().describe()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.metrics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)
         options[key] = value
-    source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
-    handles, targets = parse_points(args.points)
     try:
-        result = compute(args.metric, source, edited, handles, targets, options)
-    except UnknownNameError as exc:
+        if getattr(METRICS.get(args.metric), "aggregation", "") == "set":
+            result = compute_folders(args.metric, args.source, args.edited, options)
+        else:
+            source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
+            handles, targets = parse_points(args.points)
+            result = compute(args.metric, source, edited, handles, targets, options)
+    except (UnknownNameError, OSError, ValueError, RuntimeError) as exc:  # missing weights or files, bad inputs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result))

@@ -6,6 +6,9 @@ leaderboard combines per-sample values: `mean` (plain mean over samples) or `wei
 carried per sample, e.g. `md_dift@dragdiffusion` pools over all points of all images). `settings()` lists
 what changes the number (network identity, dtype, resize rules, seed policy) and is stored with every row.
 `version` is bumped whenever the computation changes, which invalidates cached scores.
+
+A set-level metric (FID) is a `SetMetric`: `features(sample, edited)` per sample (cached per output like a
+per-sample value) and `aggregate(features)` once per dataset × method set; its value is one row per set.
 """
 from __future__ import annotations
 
@@ -43,6 +46,23 @@ class Metric:
         return {}
 
 
+class SetMetric(Metric):
+    """A metric of a whole set of outputs (`aggregation = "set"`). The score stage calls `features` for
+    every scored sample, then `aggregate` on the list (in sample-id order) and stores one row per dataset ×
+    method set with an empty `sample_id` and `weight` = the number of samples aggregated."""
+
+    aggregation: ClassVar[str] = "set"
+
+    def features(self, sample: Sample, edited: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def aggregate(self, features: list[np.ndarray]) -> MetricValue:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def compute(self, sample: Sample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
+        raise TypeError(f"{self.id} is a set-level metric: it has no per-sample value (use features/aggregate)")
+
+
 from harness.metrics.features import MetricContext  # noqa: E402  (re-export; avoids a cycle)
 
-__all__ = ["Metric", "MetricContext", "MetricValue"]
+__all__ = ["Metric", "MetricContext", "MetricValue", "SetMetric"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -88,6 +88,13 @@ class MetricContext:
         if key not in self._cache:
             model, identity = build_lpips_alex(backbone)
             self._cache[key] = (model.to(self.device, dtype), identity)
+        return self._cache[key]
+
+    def shared(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The object cached under `key`, built once per context by `build()`: lets a metric module share
+        its own networks (Inception, CLIP) between the metrics that use them without editing this class."""
+        if key not in self._cache:
+            self._cache[key] = build()
         return self._cache[key]
 
     def dift_models(self, dtype: torch.dtype):

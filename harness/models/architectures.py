@@ -3,6 +3,10 @@
 `sd15`/`sd21` are the full-size networks (859.5M / 865.9M UNet parameters); `tiny`/`tiny_sd21` keep the
 block structure (four levels, 16 transformer blocks, ×8 VAE) so every layer index and feature
 resolution that methods and metrics rely on stays valid, with only the widths shrunk.
+
+`image_encoder` is the CLIP vision tower of Paint-by-Example's condition (`PaintByExampleImageEncoder`:
+class token → mapper → LayerNorm → projection to the UNet's cross-attention width): CLIP ViT-L/14 at full
+size; the tiny one keeps four layers so that its mapper still has one block ((layers + 1) // 5).
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                   num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768),
         pad_token="<|endoftext|>",
         prediction_type="epsilon",
+        image_encoder=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=224, patch_size=14, hidden_act="quick_gelu", projection_dim=768),
     ),
     "sd21": dict(
         unet=dict(sample_size=96, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
@@ -60,6 +66,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                   max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32),
         pad_token="<|endoftext|>",
         prediction_type="epsilon",
+        image_encoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                           image_size=224, patch_size=32, hidden_act="quick_gelu", projection_dim=32),
     ),
 }
 ARCHITECTURES["tiny_sd21"] = dict(

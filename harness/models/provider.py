@@ -1,4 +1,4 @@
-"""Resolve a `model` config into a Stable Diffusion pipeline, once per process.
+"""Resolve a `model` config into a diffusers pipeline, once per process.
 
 Three sources, one code path afterwards:
 - `pretrained`: `from_pretrained` with a hub id or a local directory (real weights, for users);
@@ -6,6 +6,10 @@ Three sources, one code path afterwards:
   (full size on the GPU for timing, `tiny` on the CPU for tests);
 The components are handed to methods and metrics as a `DiffusionModels` bundle that also says what it is
 (`identity`), so every score row can name the network that produced it.
+
+`pipeline` selects the diffusers pipeline: `stable_diffusion` (default), `sd_inpaint` (9-channel UNet,
+`StableDiffusionInpaintPipeline`) or `paint_by_example` (9-channel UNet conditioned on a CLIP image
+encoder instead of text, `PaintByExamplePipeline`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PIPELINES = ("stable_diffusion", "sd_inpaint", "paint_by_example")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class ModelSpec:
     dtype: str = "float32"
     device: str = "auto"
     local_files_only: bool = False
+    pipeline: str = "stable_diffusion"
     # NHWC convolutions: ~1.3× faster UNet calls on Hopper in fp16 (benchmarks/NOTES.md), but other cuDNN
     # kernels, so outputs differ from the reference code by fp16 rounding: part of the store key.
     channels_last: bool = False
@@ -52,6 +58,8 @@ class ModelSpec:
             raise ValueError(f"model config {data.get('name')!r}: field 'path' is required for source=pretrained")
         if data.get("dtype", "float32") not in DTYPES:
             raise ValueError(f"model config {data.get('name')!r}: field 'dtype' must be one of {sorted(DTYPES)}")
+        if data.get("pipeline", "stable_diffusion") not in PIPELINES:
+            raise ValueError(f"model config {data.get('name')!r}: field 'pipeline' must be one of {list(PIPELINES)}")
         return cls(**data)
 
     def resolved_device(self) -> torch.device:
@@ -69,7 +77,8 @@ class ModelSpec:
     def identity(self) -> str:
         if self.source == "pretrained":
             return f"pretrained:{self.path}"
-        return f"random:{self.arch}:seed{self.seed}"
+        arch = self.arch if self.pipeline == "stable_diffusion" else f"{self.pipeline}-{self.arch}"
+        return f"random:{arch}:seed{self.seed}"
 
     def fingerprint(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True, default=str)
@@ -123,9 +132,14 @@ class DiffusionModels:
         return self.text_encoder(ids)[0].to(self.dtype)
 
 
-def build_random_pipeline(arch: str, seed: int, device: torch.device | str = "cpu"):
-    """An SD pipeline of architecture `arch` with weights drawn after `torch.manual_seed(seed)`."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def build_random_pipeline(arch: str, seed: int, device: torch.device | str = "cpu", pipeline: str = "stable_diffusion"):
+    """A `pipeline` of architecture `arch` with weights drawn after `torch.manual_seed(seed)`.
+
+    Inpainting pipelines get the 9-channel UNet input (4 latent + 4 masked-image latent + 1 mask);
+    Paint-by-Example replaces the text encoder by the architecture's `image_encoder` (a CLIP vision tower
+    projected to the UNet's cross-attention width)."""
+    from diffusers import (AutoencoderKL, PaintByExamplePipeline, PNDMScheduler, StableDiffusionInpaintPipeline,
+                           StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from harness.models.architectures import ARCHITECTURES, PNDM_SCHEDULER
@@ -135,16 +149,67 @@ def build_random_pipeline(arch: str, seed: int, device: torch.device | str = "cp
         spec = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown random architecture {arch!r}; valid: {sorted(ARCHITECTURES)}") from None
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid: {list(PIPELINES)}")
+    if pipeline == "paint_by_example" and "image_encoder" not in spec:
+        raise ValueError(f"architecture {arch!r} has no image_encoder config for pipeline 'paint_by_example'")
+    unet_cfg = dict(spec["unet"], in_channels=9) if pipeline != "stable_diffusion" else spec["unet"]
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**spec["unet"])
+        unet = UNet2DConditionModel(**unet_cfg)
         vae = AutoencoderKL(**spec["vae"])
-        text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"]))
+        if pipeline == "paint_by_example":
+            image_encoder = _paint_by_example_encoder(spec["image_encoder"], unet_cfg["cross_attention_dim"])
+        else:
+            text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"]))
     scheduler = PNDMScheduler(**PNDM_SCHEDULER, prediction_type=spec["prediction_type"])
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(spec["pad_token"]),
-                                   unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    return pipe
+    common = dict(vae=vae, unet=unet, scheduler=scheduler, safety_checker=None, requires_safety_checker=False)
+    if pipeline == "paint_by_example":
+        from transformers import CLIPImageProcessor
+
+        return PaintByExamplePipeline(image_encoder=image_encoder, feature_extractor=CLIPImageProcessor(), **common)
+    cls = StableDiffusionInpaintPipeline if pipeline == "sd_inpaint" else StableDiffusionPipeline
+    return cls(text_encoder=text_encoder, tokenizer=clip_tokenizer(spec["pad_token"]), feature_extractor=None, **common)
+
+
+def _paint_by_example_encoder(vision: Mapping[str, Any], proj_size: int):
+    from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder
+    from transformers import CLIPVisionConfig
+
+    return PaintByExampleImageEncoder(CLIPVisionConfig(**vision), proj_size=proj_size)
+
+
+def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype):
+    """`from_pretrained` for the spec's pipeline (hub id or local directory), without the safety checker."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    log.info("loading %s (%s)", spec.path, spec.pipeline)
+    if spec.pipeline == "paint_by_example":
+        return _load_paint_by_example(spec.path, dtype, spec.local_files_only)
+    cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
+    return cls.from_pretrained(spec.path, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
+                               local_files_only=spec.local_files_only)
+
+
+def _load_paint_by_example(path: str, dtype: torch.dtype, local_files_only: bool):
+    """Component by component: diffusers 0.42.1 moved the pipeline to `deprecated/`, and its
+    `from_pretrained` can no longer resolve the `image_encoder` class named in the hub's model_index.json
+    (nor in one it saved itself). The image encoder's config must be passed explicitly, otherwise
+    transformers reads the `clip_vision_model` config as a full `CLIPConfig`."""
+    from diffusers import AutoencoderKL, PaintByExamplePipeline, PNDMScheduler, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+    files_only = dict(local_files_only=local_files_only)
+    weights = dict(torch_dtype=dtype, **files_only)
+    vision = CLIPVisionConfig.from_pretrained(path, subfolder="image_encoder", **files_only)
+    return PaintByExamplePipeline(
+        vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **weights),
+        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights),
+        image_encoder=PaintByExampleImageEncoder.from_pretrained(path, subfolder="image_encoder", config=vision, **weights),
+        scheduler=PNDMScheduler.from_pretrained(path, subfolder="scheduler", **files_only),
+        feature_extractor=CLIPImageProcessor.from_pretrained(path, subfolder="feature_extractor", **files_only),
+        safety_checker=None, requires_safety_checker=False)
 
 
 _CACHE: dict[tuple[str, str, str], DiffusionModels] = {}
@@ -159,20 +224,16 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec) -> DiffusionModels:
         return _CACHE[key]
     if spec.source == "random":
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
-        pipe = build_random_pipeline(spec.arch, spec.seed, device)
+        pipe = build_random_pipeline(spec.arch, spec.seed, device, spec.pipeline)
     else:
-        from diffusers import StableDiffusionPipeline
-
-        log.info("loading %s", spec.path)
-        pipe = StableDiffusionPipeline.from_pretrained(spec.path, torch_dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False,
-                                                       local_files_only=spec.local_files_only)
+        pipe = load_pretrained_pipeline(spec, dtype)
     pipe = pipe.to(device)
     if dtype != torch.float32:  # a float32 build needs no cast (and diffusers warns on every cast)
         pipe = pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.eval().requires_grad_(False)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval().requires_grad_(False)
     if spec.channels_last and device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)

@@ -1,0 +1,8 @@
+"""Reports from an existing run store, never re-running a method.
+
+- `spec`, `table`, `render`: paper-vs-ours tables from `reports/*.yaml` (Markdown, LaTeX, CSV, HTML);
+  `python -m harness.report <spec> --store <out_dir>`.
+- `collect`: the store (records + cached scores, all shards) read back into score rows.
+- `plots`, `gallery`, `run_page`: the per-run HTML page (leaderboard, ablation plots, time-versus-quality
+  scatter, gallery) written by the report stage.
+"""

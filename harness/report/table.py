@@ -1,0 +1,177 @@
+"""Paper-vs-ours tables: match each spec row to a method variant of the store and compute its cells.
+
+Matching a row to the variant folders of one dataset:
+1. same method name (and the row's `method_key` if it pins one);
+2. the variant's stored config agrees with the row's config — the method's defaults plus the row's
+   `params` when the method is registered in this checkout, else just the row's `params` — on every field
+   both have (fields added or removed since the store was written do not break the match);
+3. the row's or the spec's `model` filter is a substring of the variant's model identity (variants of
+   model-free methods such as `identity` pass any filter).
+No match leaves the row's cells empty (the method has not run, or is not implemented yet); several matches
+are an error that lists them, since picking one silently could put the wrong variant in a paper table.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from harness.report.collect import StoreScores, Variant
+from harness.report.spec import MetricColumn, Published, ReportSpec, Row
+from harness.stats import RESAMPLES, CellStats, PairedStats, cell_seed, mean_ci, paired_difference
+
+
+class AmbiguousRowError(ValueError):
+    """A spec row matches several method variants of the store."""
+
+
+@dataclass
+class Cell:
+    ours: CellStats | None  # on the display scale; None when the row has no variant or no value
+    published: Published | None
+
+
+@dataclass
+class ReportTable:
+    spec: ReportSpec
+    cells: dict[tuple[str, str, str], Cell]  # (row label, dataset, metric id)
+    variants: dict[tuple[str, str], Variant | None]  # (row label, dataset)
+    counts: dict[tuple[str, str], tuple[int, int]]  # (row label, dataset) -> (samples scored, failed)
+    best: set[tuple[str, str, str]] = field(default_factory=set)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # generated: smoke run, stale values, missing rows
+
+    def cell(self, row: str, dataset: str, metric: str) -> Cell:
+        return self.cells[(row, dataset, metric)]
+
+
+def _normalised(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _agrees(wanted: Mapping[str, Any], config: Mapping[str, Any], required: Mapping[str, Any]) -> bool:
+    wanted, config = _normalised(dict(wanted)), _normalised(dict(config))
+    if any(k not in config for k in _normalised(dict(required))):
+        return False
+    return all(config[k] == v for k, v in wanted.items() if k in config)
+
+
+def _expected_config(row: Row) -> dict[str, Any]:
+    """The row's full config (defaults + params) if the method is registered here, else just its params."""
+    from harness.registry import METHODS
+
+    if row.method in METHODS:
+        return dict(METHODS.get(row.method).build(row.params).describe()["config"])
+    return dict(row.params)
+
+
+def match_variant(row: Row, dataset: str, variants: list[Variant], model: str | None = None) -> Variant | None:
+    if row.method is None:
+        return None
+    candidates = [v for v in variants if v.dataset == dataset and v.method == row.method
+                  and (row.method_key is None or v.key == row.method_key)]
+    expected = _expected_config(row)
+    candidates = [v for v in candidates if _agrees(expected, v.config, row.params)]
+    wanted_model = row.model or model
+    if wanted_model:
+        candidates = [v for v in candidates if v.model is None or wanted_model in v.model]
+    if len(candidates) > 1:
+        listed = ", ".join(f"{v.key} (model {v.model})" for v in candidates)
+        raise AmbiguousRowError(f"row {row.label!r} matches {len(candidates)} variants on {dataset}: {listed}; "
+                                "narrow it with 'params', 'model' or 'method_key' in the spec (or --model)")
+    return candidates[0] if candidates else None
+
+
+def _weighted(metric_id: str) -> bool:
+    from harness.registry import METRICS
+
+    return metric_id in METRICS and METRICS.get(metric_id).aggregation == "weighted_mean"
+
+
+def _values(scores: pd.DataFrame, variant: Variant, metric: MetricColumn) -> pd.DataFrame:
+    sel = scores[(scores["dataset"] == variant.dataset) & (scores["method_key"] == variant.key)
+                 & (scores["metric"] == metric.id) & (scores["status"] == "ok")]
+    return sel.drop_duplicates("sample_id").set_index("sample_id")
+
+
+def _scaled(s: CellStats, scale: float) -> CellStats:
+    return CellStats(s.mean * scale, s.ci_low * scale, s.ci_high * scale, s.n, s.failed)
+
+
+def _smoke_notes(store: StoreScores, used: list[Variant]) -> list[str]:
+    reasons = sorted({f"method {v.method} ran on a random-weight model ({v.model})" for v in used
+                      if v.model and v.model.startswith("random:")}
+                     | {f"metric {m} used a random-weight network ({s[k]})" for v in used
+                        for m, s in store.settings.get((v.dataset, v.key), {}).items()
+                        for k in ("network", "model") if "random" in str(s.get(k, ""))})
+    if not reasons:
+        return []
+    return ["SMOKE RUN: random-weight networks were used, so the 'ours' numbers mean nothing: " + "; ".join(reasons) + "."]
+
+
+def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = None, resamples: int = RESAMPLES,
+                seed: int = 0) -> ReportTable:
+    """Match rows, compute every cell's mean and interval (display scale), mark the best ours per column."""
+    model = model or spec.model
+    scores = store.scores
+    cells: dict[tuple[str, str, str], Cell] = {}
+    variants: dict[tuple[str, str], Variant | None] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in spec.rows:
+        for dataset in spec.datasets:
+            variant = match_variant(row, dataset, store.variants, model)
+            variants[(row.label, dataset)] = variant
+            failed = scored = 0
+            if variant is not None:
+                mine = scores[(scores["dataset"] == dataset) & (scores["method_key"] == variant.key)]
+                failed = int(mine.loc[mine["status"] == "failed", "sample_id"].nunique())
+                scored = int(mine.loc[mine["status"] == "ok", "sample_id"].nunique())
+            counts[(row.label, dataset)] = (scored, failed)
+            for metric in spec.metrics:
+                ours = None
+                if variant is not None:
+                    values = _values(scores, variant, metric)
+                    if len(values):
+                        s = mean_ci(values["value"], values["weight"] if _weighted(metric.id) else None, failed=failed,
+                                    resamples=resamples, seed=cell_seed(seed, dataset, variant.key, metric.id))
+                        ours = _scaled(s, metric.scale)
+                cells[(row.label, dataset, metric.id)] = Cell(ours, row.published.get(dataset, {}).get(metric.id))
+
+    best = set()
+    for dataset in spec.datasets:
+        for metric in spec.metrics:
+            ranked = [(c.ours.mean, label) for (label, d, m), c in cells.items()
+                      if d == dataset and m == metric.id and c.ours is not None and np.isfinite(c.ours.mean)]
+            if len(ranked) > 1:
+                target = min(v for v, _ in ranked) if metric.better == "lower" else max(v for v, _ in ranked)
+                best |= {(label, dataset, metric.id) for v, label in ranked if v == target}
+
+    comparisons = []
+    for comp in spec.comparisons:
+        for dataset in spec.datasets:
+            va, vb = variants[(comp.a, dataset)], variants[(comp.b, dataset)]
+            for metric in spec.metrics:
+                result = PairedStats(float("nan"), float("nan"), float("nan"), 0)
+                if va is not None and vb is not None:
+                    a, b = _values(scores, va, metric), _values(scores, vb, metric)
+                    weighted = _weighted(metric.id)
+                    result = paired_difference(a["value"] * metric.scale, b["value"] * metric.scale,
+                                               a["weight"] if weighted else None, b["weight"] if weighted else None,
+                                               resamples=resamples, seed=cell_seed(seed, dataset, comp.a, comp.b, metric.id))
+                comparisons.append({"a": comp.a, "b": comp.b, "dataset": dataset, "metric": metric.id,
+                                    "label": metric.display_label, "diff": result.diff, "ci_low": result.ci_low,
+                                    "ci_high": result.ci_high, "n": result.n})
+
+    used = [v for v in variants.values() if v is not None]
+    notes = _smoke_notes(store, used)
+    if store.stale:
+        notes.append(f"{store.stale} cached metric value(s) were left out as stale (output changed or metric version "
+                     "bumped since scoring); rerun the score stage to refresh them.")
+    missing = sorted({row.label for row in spec.rows if row.method is not None
+                      and all(variants[(row.label, d)] is None for d in spec.datasets)})
+    if missing:
+        notes.append("No run in the store for: " + ", ".join(missing) + " (their 'ours' cells are empty).")
+    return ReportTable(spec, cells, variants, counts, best, comparisons, notes)
