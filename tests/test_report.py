@@ -191,7 +191,7 @@ def test_report_cli(store_dir, tmp_path):
 
 def test_run_leaderboard_gains_intervals_without_changing_its_columns(store_dir):
     board = pd.read_csv(store_dir / "leaderboard.csv")
-    assert list(board.columns) == ["dataset", "method", *METRICS, "n", "failed"]
+    assert list(board.columns) == ["dataset", "method", *METRICS, "n", "failed", "nan"]
     ci = pd.read_csv(store_dir / "leaderboard_ci.csv")
     assert list(ci.columns) == ["dataset", "method", "metric", "mean", "ci_low", "ci_high", "n", "failed"]
     merged = ci[ci["metric"] == "time"].merge(board, on=["dataset", "method"])
