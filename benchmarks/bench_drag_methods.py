@@ -82,12 +82,18 @@ def main(argv: list[str] | None = None) -> Path:
     names = ["regiondrag", *[n for n in args.methods if n != "regiondrag"]]  # RegionDrag is the yardstick
     payload: dict[str, Any] = {"size": size, "model": models.describe(), "seed": 42, "methods": {}}
     for name in names:
-        build(name, models, FEW_STEPS[name]).edit(sample, 42)  # warm-up
-        params = FEW_STEPS[name] if args.smoke else {}
-        method = build(name, models, params)
-        run = timed_edit(method, sample, models.device)
+        try:
+            build(name, models, FEW_STEPS[name]).edit(sample, 42)  # warm-up
+            params = FEW_STEPS[name] if args.smoke else {}
+            method = build(name, models, params)
+            run = timed_edit(method, sample, models.device)
+        except Exception as exc:  # record the failure and time the other methods
+            payload.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
+            print(f"{name} failed: {payload['failed'][name]}", flush=True)
+            continue
         run["config"] = {k: v for k, v in method.describe()["config"].items()}
         payload["methods"][name] = run
+        print(name, {k: run[k] for k in ("total_s", "lora_s", "edit_s")}, flush=True)
     base = payload["methods"]["regiondrag"]["total_s"]
     rows = []
     for name, run in payload["methods"].items():

@@ -67,7 +67,7 @@ def bilinear_sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tenso
 
 def _offsets(center: torch.Tensor, others: list[torch.Tensor], radius: int, size: int) -> torch.Tensor:
     """Integer offsets in [−r, r] that keep every given centre coordinate inside [0, size)."""
-    o = torch.arange(-radius, radius + 1)
+    o = torch.arange(-radius, radius + 1, device=center.device)
     keep = torch.ones_like(o, dtype=torch.bool)
     for c in (center, *others):
         keep &= (int(c) + o >= 0) & (int(c) + o < size)
