@@ -71,13 +71,8 @@ class RegionDrag(EditMethod):
     max_cached_shapes = 4
 
     def setup(self, models) -> None:
-        from diffusers import DPMSolverMultistepScheduler
-
         self.models = models
-        scheduler = DPMSolverMultistepScheduler.from_config(models.scheduler_config)
-        scheduler.set_timesteps(self.config.steps)
-        self.timesteps = [int(t) for t in scheduler.timesteps]
-        self.sde = CycleSDE(scheduler.alphas_cumprod, self.config.steps, scheduler.config.num_train_timesteps)
+        self.sde, self.timesteps = CycleSDE.on_dpm_solver_grid(models.scheduler_config, self.config.steps)
         self._runners: dict[tuple[int, ...], tuple] = {}
 
     def _unet_runners(self, latent: torch.Tensor, text: torch.Tensor, n_slots: int):

@@ -119,13 +119,8 @@ class SDEDrag(EditMethod):
     runtime_fields = ("lora_cache",)
 
     def setup(self, models) -> None:
-        from diffusers import DPMSolverMultistepScheduler
-
         self.models = models
-        scheduler = DPMSolverMultistepScheduler.from_config(models.scheduler_config)
-        scheduler.set_timesteps(self.config.steps)
-        self.timesteps = [int(t) for t in scheduler.timesteps]
-        self.sde = CycleSDE(scheduler.alphas_cumprod, self.config.steps, scheduler.config.num_train_timesteps)
+        self.sde, self.timesteps = CycleSDE.on_dpm_solver_grid(models.scheduler_config, self.config.steps)
 
     def _eps_pair(self, x: torch.Tensor, x_forward: torch.Tensor, t: int, text: torch.Tensor, guidance: float,
                   lora_scale: float) -> tuple[torch.Tensor, torch.Tensor]:

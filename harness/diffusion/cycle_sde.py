@@ -21,6 +21,17 @@ class CycleSDE:
     zero means "clean" (ᾱ = 1); RegionDrag's walk starts at t = 50 and treats the clean latent as x₅₀.
     """
 
+    @classmethod
+    def on_dpm_solver_grid(cls, scheduler_config, steps: int) -> tuple["CycleSDE", list[int]]:
+        """The sampler and the `steps` timesteps of a DPM-Solver scheduler built from `scheduler_config`:
+        RegionDrag and SDE-Drag both take their timestep list from one (protocols.md §3.1, §3.5)."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        scheduler = DPMSolverMultistepScheduler.from_config(scheduler_config)
+        scheduler.set_timesteps(steps)
+        sde = cls(scheduler.alphas_cumprod, steps, scheduler.config.num_train_timesteps)
+        return sde, [int(t) for t in scheduler.timesteps]
+
     def __init__(self, alphas_cumprod: torch.Tensor, steps: int, num_train_timesteps: int = 1000) -> None:
         self.alphas_cumprod = alphas_cumprod.to(torch.float32).cpu()
         self.stride = num_train_timesteps // steps
