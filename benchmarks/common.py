@@ -51,10 +51,10 @@ def environment() -> dict[str, Any]:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def write_result(name: str, payload: dict[str, Any], smoke: bool) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict[str, Any], smoke: bool, out: str | Path | None = None) -> Path:
     tag = "smoke" if smoke else (torch.cuda.get_device_name(0).replace(" ", "_") if torch.cuda.is_available() else "cpu")
-    path = RESULTS / f"{name}-{tag}.json"
+    path = Path(out) if out else RESULTS / f"{name}-{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**environment(), **payload}, indent=1, default=str) + "\n")
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ def run(cfg: Any) -> dict[str, Any]:
                                                  "determinism": determinism_state}, run_name)
 
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
+    seconds: dict[str, float] = {}  # wall clock per stage, model loading included (run.json `stage_seconds`)
+    clock = time.perf_counter()
     if "edit" in stages:
         summary["edit"] = edit_stage(container, dataset, out_dir, plans)
         for info in summary["edit"].values():
@@ -60,8 +63,10 @@ def run(cfg: Any) -> dict[str, Any]:
                      info["reused"], info["edited"], info["failed"])
             print(f"[edit] {info['method']}: reused {info['reused']} of {info['samples']} samples, "
                   f"edited {info['edited']}, failed {info['failed']}")
+        seconds["edit"], clock = time.perf_counter() - clock, time.perf_counter()
     if "score" in stages or "report" in stages:
         scores = score_stage(container, dataset, out_dir, plans, metric_classes)
+        seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
         if "report" in stages:
             reasons = smoke_reasons(score_settings(plans, dataset, out_dir), plans)
             options = dict(container.get("reporting") or {})
@@ -79,8 +84,11 @@ def run(cfg: Any) -> dict[str, Any]:
                 print("\nSMOKE RUN: random-weight networks; the numbers below mean nothing.")
             print("\n" + markdown_table(board) + "\n")
             print(f"report: {path}")
+            seconds["report"] = time.perf_counter() - clock
+    summary["stage_seconds"] = seconds
     write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
-                                                 "determinism": determinism_state,
+                                                 "determinism": determinism_state, "stage_seconds": seconds,
+                                                 "edit_summary": summary.get("edit"),
                                                  "timesteps_used": collect_timesteps(out_dir, dataset, plans)}, run_name)
     return summary
 

@@ -13,19 +13,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from harness import determinism
+from harness.background import BackgroundWriter, Prefetcher, iter_prefetched
 from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
@@ -33,7 +36,7 @@ from harness.faults import describe_error, is_out_of_memory, release_memory
 from harness.metrics.base import Metric, MetricContext, SetMetric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
-from harness.store import MethodStore, atomic_write_bytes, atomic_write_json, stable_hash
+from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, stable_hash
 
 log = logging.getLogger("harness")
 
@@ -177,30 +180,66 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
                        "versions": versions(), "determinism": determinism.state()}
+        order = edit_order(dataset, pending)
         deferred: list[str] = []
-        with tqdm(total=len(pending), desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True) as progress:
+        with (BackgroundWriter() as writer, Prefetcher(dataset.load, order) as samples,
+              tqdm(total=len(pending), desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True) as progress):
             # The first pass skips samples another process is editing; the second waits for them and then
             # usually finds them done. Two processes on one shard thus share its samples, never redo one.
-            for blocking, queue in ((False, pending), (True, deferred)):
+            for blocking, queue in ((False, order), (True, deferred)):
                 for sample_id in queue:
-                    with store.sample_lock(sample_id, blocking=blocking) as held:
-                        if not held:
-                            deferred.append(sample_id)
-                            continue
-                        outcome = _edit_one(store, method, dataset, sample_id, seed, base_record, device, force, strict)
+                    lock = store.acquire_lock(sample_id, blocking=blocking)
+                    if lock is None:
+                        deferred.append(sample_id)
+                        continue
+                    load = dataset.load if blocking else samples.get  # prefetch along the first pass only
+                    try:
+                        outcome, write = _edit_one(store, method, load, sample_id, seed, base_record, device,
+                                                   force, strict)
+                    except BaseException:
+                        lock.release()
+                        raise
+                    writer.submit(_then_release(write, lock))
                     info[outcome] += 1
                     progress.update()
     return summary
 
 
-def _edit_one(store: MethodStore, method: Any, dataset: Dataset, sample_id: str, seed: int,
-              base_record: Mapping[str, Any], device: Any, force: bool, strict: bool) -> str:
-    """Edit one sample (its lock held) and store the outcome: "edited", "failed" or "reused"."""
+def edit_order(dataset: Dataset, sample_ids: list[str]) -> list[str]:
+    """The samples grouped by image size, then by id. Methods that build work per input shape (RegionDrag's
+    CUDA graphs, cuDNN plans) then build it once per size rather than at every size change: DragBench-D
+    has 53 heights in sorted-id order. Sizes come from `inspect` (headers, no decoding); a sample whose
+    header cannot be read goes last, and loading it records the error."""
+    def key(sample_id: str) -> tuple:
+        try:
+            width, height = dataset.loader.inspect(sample_id).size
+        except Exception:
+            return (1, 0, 0, sample_id)
+        return (0, height, width, sample_id)
+
+    return sorted(sample_ids, key=key)
+
+
+def _then_release(write: Callable[[], object] | None, lock: SampleLock) -> Callable[[], None]:
+    def job() -> None:
+        try:
+            if write is not None:
+                write()
+        finally:
+            lock.release()
+    return job
+
+
+def _edit_one(store: MethodStore, method: Any, load: Callable[[str], Any], sample_id: str, seed: int,
+              base_record: Mapping[str, Any], device: Any, force: bool,
+              strict: bool) -> tuple[str, Callable[[], object] | None]:
+    """Edit one sample (its lock held). Returns the outcome ("edited", "failed" or "reused") and the job
+    that stores it (PNG and record), which the caller runs on the writer thread before releasing the lock."""
     if not force and store.trusted_record(sample_id) is not None:
-        return "reused"  # another process finished it while this one waited for the lock
+        return "reused", None  # another process finished it while this one waited for the lock
     record = dict(base_record, sample_id=sample_id, started_at=now())
     try:
-        sample = dataset.load(sample_id)
+        sample = load(sample_id)
         with _device_timer(device) as timer:
             result = method.edit(sample, seed)
         image = _check_output(result.image, sample)
@@ -208,8 +247,7 @@ def _edit_one(store: MethodStore, method: Any, dataset: Dataset, sample_id: str,
         record.update(timing={"total_s": timer["seconds"], "lora_s": lora_s, "edit_s": timer["seconds"] - lora_s,
                               **{f"method_{k}_s": float(v) for k, v in result.timings.items()}},
                       memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
-        store.save_ok(sample_id, image, record)
-        return "edited"
+        return "edited", lambda: store.save_ok(sample_id, image, record)
     except Exception as exc:  # a failing sample is recorded and the sweep goes on
         record.update(error=describe_error(exc), finished_at=now())
         log.warning("%s failed on %s: %s", record["method"], sample_id, record["error"]["message"])
@@ -219,8 +257,7 @@ def _edit_one(store: MethodStore, method: Any, dataset: Dataset, sample_id: str,
             raise
     if out_of_memory:  # outside the except block, whose traceback pins the failed sample's tensors
         record["error"]["released"] = release_memory()
-    store.save_failed(sample_id, record)
-    return "failed"
+    return "failed", lambda: store.save_failed(sample_id, record)
 
 
 # ---------------------------------------------------------------------------------------------- score
@@ -243,51 +280,51 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     for plan in plans:
         store = MethodStore(out_dir, dataset.key, plan.key)
         missing = 0
-        for sample_id in tqdm(sample_ids, desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
-            record = store.load_record(sample_id)
-            if record is None:
-                missing += 1
-                continue
-            if record.get("status") != "ok":
-                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
-                             "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0, "status": "failed"})
-                continue
-            if store.trusted_record(sample_id) is None:  # output missing or not the one recorded: edit again
-                log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
-                continue
-            cache = store.load_scores(sample_id)
-            out_hash = record["output"]["sha256"]
-            sample = edited = None
-            new_entries: dict[str, Any] = {}
-            for metric in metrics:
-                entry = cache.get(metric.id)
-                valid = (entry and entry.get("version") == metric.version and entry.get("features") == feature_key
-                         and entry.get("output_sha256") == out_hash)
-                if not valid:
-                    try:
-                        if sample is None:
-                            sample = dataset.load(sample_id)
-                            edited = store.load_image(sample_id)
-                        mv = metric.compute(sample, edited if metric.uses_output else None, record)
-                        undefined = bool((mv.info or {}).get("nan"))  # NaN by the protocol, with its reason
-                        if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
-                            raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
-                        entry = {"value": mv.value, "weight": mv.weight, "version": metric.version, "features": feature_key,
-                                 "output_sha256": out_hash, "settings": metric.settings(), "info": mv.info}
-                    except Exception as exc:
-                        if cfg.get("strict"):
-                            raise
-                        log.warning("metric %s failed on %s/%s: %s", metric.id, plan.name, sample_id, exc)
-                        entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
-                                 "features": feature_key, "output_sha256": out_hash}
-                    new_entries[metric.id] = entry
-                value = entry.get("value")
-                rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
-                             "sample_id": sample_id, "metric": metric.id,
-                             "value": np.nan if value is None else float(value), "weight": float(entry.get("weight", 1.0)),
-                             "status": _row_status(value)})
-            if new_entries:
-                store.update_scores(sample_id, new_entries)
+        read = functools.partial(_score_inputs, store, dataset, metrics, feature_key)
+        with BackgroundWriter() as writer:
+            for sample_id, inputs in tqdm(iter_prefetched(read, sample_ids), total=len(sample_ids),
+                                          desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
+                record = inputs.record
+                if record is None:
+                    missing += 1
+                    continue
+                if record.get("status") != "ok":
+                    rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
+                                 "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0,
+                                 "status": "failed"})
+                    continue
+                if not inputs.trusted:  # output missing or not the one recorded: edit again
+                    log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
+                    continue
+                out_hash = record["output"]["sha256"]
+                new_entries: dict[str, Any] = {}
+                for metric in metrics:
+                    entry = inputs.cache.get(metric.id)
+                    if metric.id in inputs.stale:
+                        try:
+                            if inputs.error is not None:
+                                raise inputs.error
+                            mv = metric.compute(inputs.sample, inputs.edited if metric.uses_output else None, record)
+                            undefined = bool((mv.info or {}).get("nan"))  # NaN by the protocol, with its reason
+                            if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
+                                raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
+                            entry = {"value": mv.value, "weight": mv.weight, "version": metric.version,
+                                     "features": feature_key, "output_sha256": out_hash, "settings": metric.settings(),
+                                     "info": mv.info}
+                        except Exception as exc:
+                            if cfg.get("strict"):
+                                raise
+                            log.warning("metric %s failed on %s/%s: %s", metric.id, plan.name, sample_id, exc)
+                            entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
+                                     "features": feature_key, "output_sha256": out_hash}
+                        new_entries[metric.id] = entry
+                    value = entry.get("value")
+                    rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
+                                 "sample_id": sample_id, "metric": metric.id,
+                                 "value": np.nan if value is None else float(value),
+                                 "weight": float(entry.get("weight", 1.0)), "status": _row_status(value)})
+                if new_entries:
+                    writer.submit(functools.partial(store.update_scores, sample_id, new_entries))
         for metric in set_metrics:
             rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
         if missing:
@@ -296,6 +333,45 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                         "they are left out of the scores", plan.key, missing, len(sample_ids))
     columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+@dataclass
+class _ScoreInputs:
+    """What scoring one sample reads from disk, gathered on the prefetch thread."""
+
+    record: dict[str, Any] | None
+    trusted: bool = False
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stale: frozenset[str] = frozenset()  # metric ids whose cached value is missing or out of date
+    sample: Any = None
+    edited: np.ndarray | None = None
+    error: Exception | None = None  # reading the sample or its output failed: every stale metric fails with it
+
+
+def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
+                  sample_id: str) -> _ScoreInputs:
+    record = store.load_record(sample_id)
+    if record is None or record.get("status") != "ok":
+        return _ScoreInputs(record)
+    if store.trusted_record(sample_id) is None:
+        return _ScoreInputs(record)
+    cache = store.load_scores(sample_id)
+    out_hash = record["output"]["sha256"]
+
+    def fresh(metric: Metric) -> bool:
+        entry = cache.get(metric.id)
+        return bool(entry) and (entry.get("version"), entry.get("features"), entry.get("output_sha256")) == (
+            metric.version, feature_key, out_hash)
+
+    stale = frozenset(m.id for m in metrics if not fresh(m))
+    inputs = _ScoreInputs(record, trusted=True, cache=cache, stale=stale)
+    if stale:
+        try:
+            inputs.sample = dataset.load(sample_id)
+            inputs.edited = store.load_image(sample_id)
+        except Exception as exc:
+            inputs.error = exc
+    return inputs
 
 
 def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,

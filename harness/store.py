@@ -105,6 +105,18 @@ def _with_ext(relpath: Path, ext: str) -> Path:
     return relpath.with_name(relpath.name + ext)
 
 
+class SampleLock:
+    """An flock held on a sample's lock file; closing the descriptor releases it (from any thread)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 class MethodStore:
     """The folder of one method variant on one dataset."""
 
@@ -126,23 +138,34 @@ class MethodStore:
         relpath = sample_relpath(sample_id)
         return self.dir / relpath.parent / f".{relpath.name}.lock"
 
-    @contextlib.contextmanager
-    def sample_lock(self, sample_id: str, blocking: bool = True) -> Iterator[bool]:
-        """Hold the sample's lock for the block; yields False (and holds nothing) when `blocking` is
-        False and another process holds it. On acquiring, leftovers of a writer that died are removed."""
+    def acquire_lock(self, sample_id: str, blocking: bool = True) -> "SampleLock | None":
+        """The sample's lock, held until `release()`, or None when `blocking` is False and another process
+        holds it. On acquiring, leftovers of a writer that died are removed. The holder may hand it to a
+        writer thread, which releases it once the sample's files are written."""
         path = self.lock_path(sample_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            self._remove_stale_temps(sample_id)
-            yield True
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._remove_stale_temps(sample_id)
+        return SampleLock(fd)
+
+    @contextlib.contextmanager
+    def sample_lock(self, sample_id: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the sample's lock for the block; yields False (and holds nothing) when `blocking` is
+        False and another process holds it."""
+        lock = self.acquire_lock(sample_id, blocking)
+        try:
+            yield lock is not None
         finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            if lock is not None:
+                lock.release()
 
     def _remove_stale_temps(self, sample_id: str) -> None:
         # Only writers of this sample create these names, and they all hold its lock: any found now are

@@ -113,3 +113,39 @@ def test_real_dift_path_runs_and_is_seeded(smoke_features):
         b = cls(MetricContext(smoke_features, device="cpu")).compute(sample, edited, {})
         assert a.value == b.value and np.isfinite(a.value)
         assert cls(ctx).settings()["model"] == "random:tiny_sd21:seed0"
+
+
+def test_low_resolution_similarity_equals_the_upsampled_argmax():
+    """The protocol upsamples both feature maps (nearest) before matching; gathering the low-resolution
+    similarities through the index map must pick the same positions, ties included."""
+    from harness.metrics.md_dift import nearest_upsampled_match_xy
+
+    g = torch.Generator().manual_seed(3)
+    for (lh, lw), (h, w) in [((6, 6), (40, 40)), ((7, 5), (43, 29)), ((8, 8), (64, 64))]:
+        src, trg = torch.randn(1, 16, lh, lw, generator=g), torch.randn(1, 16, lh, lw, generator=g)
+        query = torch.stack([torch.randint(0, w, (5,), generator=g), torch.randint(0, h, (5,), generator=g)], 1)
+        target = torch.stack([torch.randint(0, w, (5,), generator=g), torch.randint(0, h, (5,), generator=g)], 1)
+        mask = disc_union_mask(query, target, (h, w))
+        # the protocol's full-size formulation (RegionDrag evaluator.nn_get_matches)
+        up_src, up_trg = F.interpolate(src, size=(h, w)), F.interpolate(trg, size=(h, w))
+        q = F.normalize(up_src[0, :, query[:, 1], query[:, 0]], p=2, dim=0)
+        sim = q.t() @ F.normalize(up_trg, p=2, dim=1).reshape(16, -1)
+        best = torch.where(mask.reshape(len(q.t()), -1), sim, torch.full_like(sim, -torch.inf)).argmax(-1)
+        expected = torch.stack([best % w, best // w], dim=1).float()
+        torch.testing.assert_close(nearest_upsampled_match_xy(src, trg, (h, w), query, mask), expected)
+
+
+def test_batched_featurizer_draws_the_same_noise_as_one_call_per_image(smoke_features):
+    """Source and edited go through DIFT together; each image's features must equal featurising it alone
+    with the generator continuing from the previous image, as the per-image protocol does."""
+    from harness.metrics.dift import DiftFeaturizer
+
+    context = MetricContext(smoke_features, device="cpu")
+    dift = DiftFeaturizer(context.dift_models(torch.float32), ensemble=3)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for latent in ("sample", "mode"):
+        together = dift(images, "a cat", latent, torch.Generator().manual_seed(42))
+        g = torch.Generator().manual_seed(42)
+        alone = torch.cat([dift(images[i:i + 1], "a cat", latent, g) for i in range(2)])
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(together[0], together[1])

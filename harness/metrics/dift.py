@@ -37,24 +37,31 @@ class DiftFeaturizer:
         return self._prompts[prompt]
 
     @torch.no_grad()
-    def __call__(self, image: torch.Tensor, prompt: str, latent: str, generator: torch.Generator) -> torch.Tensor:
-        """`image`: (1, 3, H, W) in [-1, 1] on the model's device → (1, C, h, w) ensemble-mean feature."""
+    def __call__(self, images: torch.Tensor, prompt: str, latent: str, generator: torch.Generator) -> torch.Tensor:
+        """`images`: (B, 3, H, W) in [-1, 1] → (B, C, h, w), each the mean over its ensemble.
+
+        The B images go through the VAE in one call and their B × ensemble noisy copies through the UNet in
+        one call (the MD protocols featurise source and edited together: 16 copies keep the GPU busy where
+        8 leave it launch-bound). Random numbers are drawn image by image, VAE sample noise then UNet
+        noise, exactly as one call per image would draw them, so batching leaves the draws unchanged."""
         m = self.models
-        x = image.to(m.device, m.dtype)
+        x = images.to(m.device, m.dtype)
         dist = m.vae.encode(x).latent_dist
-        shape = (self.ensemble, *dist.mean.shape[1:])
-        if latent == "sample":
-            eps = torch.randn(shape, generator=generator, device=m.device, dtype=dist.mean.dtype)
-            z = dist.mean + dist.std * eps
-        elif latent == "mode":
-            z = dist.mode().expand(shape)
-        else:
-            raise ValueError(f"latent must be 'sample' or 'mode', got {latent!r}")
-        z = z * m.vae.config.scaling_factor
-        t = torch.tensor(self.t, dtype=torch.long, device=m.device)
-        noise = torch.randn(shape, generator=generator, device=m.device, dtype=z.dtype)
-        noisy = self.scheduler.add_noise(z, noise, t)
-        text = self._prompt(prompt).expand(self.ensemble, -1, -1)
+        copies = (self.ensemble, *dist.mean.shape[1:])
+        noisy, t = [], torch.tensor(self.t, dtype=torch.long, device=m.device)
+        for i in range(len(x)):
+            if latent == "sample":
+                eps = torch.randn(copies, generator=generator, device=m.device, dtype=dist.mean.dtype)
+                z = dist.mean[i] + dist.std[i] * eps
+            elif latent == "mode":
+                z = dist.mode()[i].expand(copies)
+            else:
+                raise ValueError(f"latent must be 'sample' or 'mode', got {latent!r}")
+            z = z * m.vae.config.scaling_factor
+            noise = torch.randn(copies, generator=generator, device=m.device, dtype=z.dtype)
+            noisy.append(self.scheduler.add_noise(z, noise, t))
+        noisy = torch.cat(noisy)
+        text = self._prompt(prompt).expand(len(noisy), -1, -1)
 
         captured: list[torch.Tensor] = []
 
@@ -69,4 +76,5 @@ class DiftFeaturizer:
             pass
         finally:
             handle.remove()
-        return captured[0].mean(dim=0, keepdim=True)
+        feature = captured[0]
+        return feature.reshape(len(x), self.ensemble, *feature.shape[1:]).mean(dim=1)

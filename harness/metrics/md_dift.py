@@ -48,14 +48,31 @@ def disc_union_mask(src: torch.Tensor, trg: torch.Tensor, hw: tuple[int, int]) -
     return (d0 < radius[:, None, None]) | (d1 < radius[:, None, None])
 
 
-def masked_argmax_match_xy(src_feat: torch.Tensor, trg_feat: torch.Tensor, query_xy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(x, y) of the best normalised dot-product match inside each query's mask (RegionDrag `nn_get_matches`)."""
-    c, h, w = trg_feat.shape[1:]
-    q = F.normalize(src_feat[0, :, query_xy[:, 1], query_xy[:, 0]], p=2, dim=0)
-    keys = F.normalize(trg_feat, p=2, dim=1).reshape(c, -1)
-    sim = q.t() @ keys
-    sim = torch.where(mask.reshape(-1, h * w), sim, torch.full_like(sim, -torch.inf))
-    best = sim.argmax(dim=-1)
+def nearest_index(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    """For each of `size_out` positions, the input position `F.interpolate(mode="nearest")` copies (taken
+    from `F.interpolate` itself, so the rounding is exactly its own)."""
+    positions = torch.arange(size_in, dtype=torch.float32, device=device)[None, None]
+    return F.interpolate(positions, size=size_out, mode="nearest")[0, 0].long()
+
+
+def nearest_upsampled_match_xy(src_feat: torch.Tensor, trg_feat: torch.Tensor, hw: tuple[int, int],
+                               query_xy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RegionDrag's `nn_get_matches` on both features nearest-upsampled to `hw`, without building them:
+    (x, y) of the best normalised dot-product match inside each query's mask.
+
+    Nearest upsampling only repeats feature vectors, and normalising and dot products act per vector, so
+    the similarity of a query to an upsampled position is its similarity to the low-resolution vector that
+    position copies: computed on the (small) low-resolution grid and gathered through the index map. The
+    full-size maps would be 2 × C × H × W (≈ 1 GB in fp16 at 512 × 768 with C = 1280) of memory traffic for
+    no information. The first maximum in raster order wins, as in the upsampled argmax."""
+    c, lh, lw = trg_feat.shape[1:]
+    h, w = hw
+    rows, cols = nearest_index(lh, h, trg_feat.device), nearest_index(lw, w, trg_feat.device)
+    q = F.normalize(src_feat[0][:, rows[query_xy[:, 1]], cols[query_xy[:, 0]]], p=2, dim=0)
+    keys = F.normalize(trg_feat, p=2, dim=1).reshape(c, lh * lw)
+    sim = (q.t() @ keys).reshape(-1, lh, lw)[:, rows[:, None], cols[None, :]]
+    sim = torch.where(mask, sim, torch.full_like(sim, -torch.inf))
+    best = sim.reshape(len(q.t()), -1).argmax(dim=-1)
     return torch.stack([best % w, best // w], dim=1).float()
 
 
@@ -89,11 +106,9 @@ class MdDiftDragDiffusion(_MdDift):
         m = dift.models
         edited = pil_resize_bilinear(edited, sample.size)
         h, w = sample.image.shape[:2]
-        g = self.generator()
-        feats = []
-        for image in (sample.image, edited):
-            x = to_unit_range(image, m.device, m.dtype)
-            feats.append(F.interpolate(dift(x, sample.prompt, "sample", g).float(), (h, w), mode="bilinear"))
+        pair = torch.cat([to_unit_range(image, m.device, m.dtype) for image in (sample.image, edited)])
+        feats = F.interpolate(dift(pair, sample.prompt, "sample", self.generator()).float(), (h, w), mode="bilinear")
+        feats = feats[:1], feats[1:]
         handles = torch.from_numpy(sample.handles.astype(np.int64)[:, ::-1].copy()).to(m.device)  # (row, col)
         targets = torch.from_numpy(sample.targets.astype(np.int64)[:, ::-1].copy()).to(m.device)
         matched = argmax_match_pixels(feats[0], feats[1], handles)
@@ -118,13 +133,10 @@ class MdDiftRegionDrag(_MdDift):
             eh, ew = edited.shape[:2]
             edited = cv2.resize(edited, (w, h))
             trg_kps = (trg_kps * torch.tensor([w, h], device=m.device) / torch.tensor([ew, eh], device=m.device)).long()
-        g = self.generator()
-        feats = []
-        for image in (sample.image, edited):
-            x = F.interpolate(to_unit_range(image, m.device, m.dtype), size=(self.resolution, self.resolution))
-            feats.append(F.interpolate(dift(x, sample.prompt, "mode", g), size=(h, w)))
+        pair = torch.cat([to_unit_range(image, m.device, m.dtype) for image in (sample.image, edited)])
+        low = dift(F.interpolate(pair, size=(self.resolution, self.resolution)), sample.prompt, "mode", self.generator())
         mask = disc_union_mask(src_kps, trg_kps, (h, w))
-        pred = masked_argmax_match_xy(feats[0], feats[1], src_kps, mask)
+        pred = nearest_upsampled_match_xy(low[:1], low[1:], (h, w), src_kps, mask)
         d = trg_kps.float() - pred
         d[:, 0] /= w
         d[:, 1] /= h
