@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         "samples": n, "width": width, "distinct_heights": len(set(heights[:n])),
         "run_command": " ".join(["python", "-m", "harness", *command[3:]]),
         "wall_s": wall, "target_s": 120.0, "stage_seconds": run.get("stage_seconds"),
+        "edit_setup_s": [info.get("setup_s") for info in (run.get("edit_summary") or {}).values()],
         "ok": len(edit_s), "failed": sum(r.get("status") == "failed" for r in records),
         "edit_s_sum": float(np.sum(edit_s)), "edit_s_median": float(np.median(edit_s)) if edit_s else None,
         "scored_samples": len(scores), "store_mib": store_mib,

@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--no-variants", action="store_true", help="skip the DIFT variant comparison")
     args = parser.parse_args()
     size, n = (64, 2) if args.smoke else (512, args.samples)
     dift_model = ({"name": "tiny_sd21", "source": "random", "arch": "tiny_sd21", "dtype": "float16"} if args.smoke else
@@ -55,7 +56,8 @@ def main() -> None:
         metric.compute(samples[0], edited[0], {})  # load networks, warm up
         timing = time_fn(lambda: [metric.compute(s, e, {}) for s, e in zip(samples, edited)], warmup=0, repeat=1 if args.smoke else 3)
         per_sample = timing["median_s"] / n
-        row = {"metric": metric_id, "s_per_sample": per_sample, "samples_per_s": 1 / per_sample}
+        row = {"metric": metric_id, "s_per_sample": per_sample, "samples_per_s": 1 / per_sample,
+               "gpu_busy_s_per_sample": gpu_busy_seconds(lambda: [metric.compute(s, e, {}) for s, e in zip(samples, edited)]) / n}
         if metric_id.startswith("md_dift"):
             flops = count_flops(lambda: metric.compute(samples[0], edited[0], {}))
             rate = matmul_tflops()
@@ -64,12 +66,27 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     payload["metrics"] = rows
-    payload["dift_variants"] = dift_variants(samples, edited, dift_model, smoke=args.smoke)
+    payload["dift_variants"] = [] if args.no_variants else dift_variants(samples, edited, dift_model, smoke=args.smoke)
     payload["harness_overhead"] = harness_overhead(samples, edited, context, smoke=args.smoke)
     print_table(rows)
     print_table(payload["dift_variants"])
     print("harness overhead:", payload["harness_overhead"])
     print(f"wrote {write_result('metrics', payload, args.smoke)}")
+
+
+def gpu_busy_seconds(fn) -> float:
+    """Seconds the GPU spends in kernels during `fn` (torch.profiler): next to the wall clock, it tells
+    whether a metric is bound by the GPU or by the host launching its work (NaN on a CPU)."""
+    if not torch.cuda.is_available():
+        return float("nan")
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
+    kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    return sum(e.self_device_time_total for e in kernels) / 1e6
 
 
 def dift_variants(samples, edited, dift_model: dict, smoke: bool) -> list[dict]:

@@ -18,7 +18,7 @@ class GraphedCall:
     output, overwritten by the next call (clone it to keep it).
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], example: tuple[torch.Tensor, ...], warmup: int = 2) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor], example: tuple[torch.Tensor, ...], warmup: int = 1) -> None:
         self.static_inputs = tuple(t.clone() for t in example)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
