@@ -117,7 +117,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
     parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
+    parser.add_argument("--no-cudnn-attention", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
     args = parser.parse_args()
+    torch.backends.cuda.enable_cudnn_sdp(not args.no_cudnn_attention)
     size = 64 if args.smoke else args.size
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
                  {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda",
@@ -127,7 +129,7 @@ def main() -> None:
     sample = synthetic_sample(size)
     method = RegionDrag.build({})
     method.setup(models)
-    rows, payload = [], {"size": size, "model": models.describe(), "dense_pairs": int(len(sample.dense_handles))}
+    rows, payload = [], {"size": size, "model": models.describe(), "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "dense_pairs": int(len(sample.dense_handles))}
 
     ours = time_fn(lambda: method.edit(sample, 42), warmup=1 if args.smoke else 3, repeat=repeat)
     rows.append({"what": "regiondrag (ours, CUDA graphs on GPU)", **ours})
@@ -177,7 +179,8 @@ def main() -> None:
     for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
         if key in payload:
             print(f"{key}: {payload[key]}")
-    print(f"wrote {write_result('regiondrag' + ('-channels_last' if args.channels_last else ''), payload, args.smoke)}")
+    tag = ("-channels_last" if args.channels_last else "") + ("-no_cudnn_attention" if args.no_cudnn_attention else "")
+    print(f"wrote {write_result('regiondrag' + tag, payload, args.smoke)}")
 
 
 if __name__ == "__main__":
