@@ -49,6 +49,8 @@ def config(tmp_path: Path, *overrides: str):
     (("model.dtype=float8",), ConfigError, "field 'dtype' must be one of"),
     (("method=[regiondrag]", "method.regiondrag.copy_paste_gate=sometimes"), ConfigError,
      "method 'regiondrag': invalid config: regiondrag: copy_paste_gate must be one of"),
+    (("method=[regiondrag]", "method.regiondrag.steps=1"), ConfigError,
+     "method 'regiondrag': invalid config: regiondrag: method.regiondrag.steps=1 with start_t=0.5"),
     (("method=[identity]", "+method.identity.radius=3"), ConfigError, "unknown config field(s) ['radius']"),
     # incompatible pairings: a drag metric or a drag method on a prompt-editing dataset
     (("dataset.name=test_prompt", "metrics=[md_dift@regiondrag]"), ConfigError,
