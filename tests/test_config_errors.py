@@ -1,17 +1,19 @@
 """Configuration mistakes fail before any work, with the closest valid names."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-import tests.reliability_plugins  # noqa: F401  (registers the test_prompt dataset)
 from harness.cli import main, run
 from harness.config import compose
 from harness.pipeline import ConfigError
 from harness.registry import UnknownNameError
+
+importlib.import_module("tests.reliability_plugins")  # registers the test_prompt dataset
 
 
 def cli_error(monkeypatch, capsys, *argv: str) -> str:

@@ -13,7 +13,7 @@ from harness.types import DragSample
 from tests.conftest import shared_path
 from tests.dataset_fixtures import (box_mask, dragbench_meta, gradient_image, region_meta, write_dragbench_s_sample,
                                     write_dragbench_sample, write_dragbench_tree, write_drag100_sample, write_image,
-                                    write_json, write_pickle)
+                                    write_json)
 
 
 def open_(name, root, **options):

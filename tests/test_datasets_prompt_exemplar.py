@@ -105,7 +105,7 @@ def _one_entry(tmp_path, **changes):
     image_path = entry["image_path"] if isinstance(entry["image_path"], str) else "x.jpg"
     root = tmp_path / "pie"
     write_image(root / "annotation_images" / image_path, gradient_image(512, 512), quality=90)
-    (root / "mapping_file.json").write_text(__import__("json").dumps({"211000000001": entry}))
+    (root / "mapping_file.json").write_text(json.dumps({"211000000001": entry}))
     return open_("pie_bench", root)
 
 
