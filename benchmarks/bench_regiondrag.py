@@ -47,7 +47,6 @@ def load_reference(ref_dir: Path, models):
     from diffusers import DPMSolverMultistepScheduler
 
     sys.path.insert(0, str(ref_dir))
-    import region_utils  # noqa: F401
     import region_utils.cycle_sde as cycle_sde
 
     if not torch.cuda.is_available():

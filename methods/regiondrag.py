@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -49,10 +50,25 @@ class RegionDragConfig:
     def __post_init__(self) -> None:
         if self.copy_paste_gate not in GATES:
             raise ValueError(f"regiondrag: copy_paste_gate must be one of {GATES}, got {self.copy_paste_gate!r}")
-        if not 0 < self.start_t <= 1 or not 0 <= self.end_t <= self.start_t:
-            raise ValueError(f"regiondrag: need 0 <= end_t <= start_t <= 1, got start_t={self.start_t}, end_t={self.end_t}")
+        if not 0 < self.start_t < 1 or not 0 <= self.end_t <= self.start_t:
+            raise ValueError(f"regiondrag: need 0 <= end_t <= start_t < 1, got start_t={self.start_t}, "
+                             f"end_t={self.end_t}")
+        if int(self.start_t * self.steps) < 1:
+            # start_t < 1 keeps int(start_t·steps) <= steps − 1: the denoising slice starts one grid step above
+            # the inversion's last timestep, and there is none above the first.
+            raise ValueError(f"regiondrag: method.regiondrag.steps={self.steps} with start_t={self.start_t} gives "
+                             f"int(start_t · steps) = 0 inversion and denoising steps, so nothing is dragged; need "
+                             f"steps >= {min_steps(self.start_t)} for start_t={self.start_t}")
         if self.ip_adapter != "off":
             raise ValueError("regiondrag: ip_adapter other than 'off' is not supported yet (no IP-Adapter weights offline)")
+
+
+def min_steps(start_t: float) -> int:
+    """The fewest `steps` with at least one inversion step, int(start_t · steps) >= 1 (0 < start_t < 1)."""
+    steps = max(1, math.ceil(1 / start_t))
+    while int(start_t * steps) < 1:  # float rounding: 0.1 · 10 may fall short of 1
+        steps += 1
+    return steps
 
 
 def latent_points(points: np.ndarray, latent_hw: tuple[int, int]) -> tuple[torch.Tensor, int]:
@@ -175,7 +191,7 @@ class RegionDrag(EditMethod):
         if not edit_mask.all():
             image = np.where(edit_mask[:, :, None], image, sample.image)
         info = {
-            "inversion_timesteps": [t + self.sde.stride for t in reversed(self.timesteps[cfg.steps - start:])],
+            "inversion_timesteps": [self.sde.up(t) for t in reversed(self.timesteps[cfg.steps - start:])],
             "denoising_timesteps": self.timesteps[cfg.steps - start - 1 : -1],
             "copy_paste_timesteps": pasted_steps,
             "latent_size": [int(lh), int(lw)],

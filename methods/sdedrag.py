@@ -68,8 +68,13 @@ class SDEDragConfig:
     def __post_init__(self) -> None:
         if self.resize_512 not in RESIZES:
             raise ValueError(f"sdedrag: resize_512 must be one of {RESIZES}, got {self.resize_512!r}")
-        if int(self.t0 * self.steps) < 2:
-            raise ValueError(f"sdedrag: int(t0 · steps) must be at least 2, got {int(self.t0 * self.steps)}")
+        n = int(self.t0 * self.steps)
+        if not 2 <= n <= self.steps - 1:
+            # n >= 2: the guidance and LoRA schedules divide by n − 1. n <= steps − 1: the backward pass starts
+            # one grid step above the forward pass's last timestep, and there is none above the first (t0 = 1).
+            raise ValueError(f"sdedrag: method.sdedrag.steps={self.steps} with t0={self.t0} gives int(t0 · steps) = "
+                             f"{n} forward steps; need 2 <= int(t0 · steps) <= steps − 1, i.e. steps >= 3 and "
+                             f"2/steps <= t0 < 1")
         if self.guidance_scale < 1:
             raise ValueError(f"sdedrag: guidance_scale must be >= 1, got {self.guidance_scale}")
 

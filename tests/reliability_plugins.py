@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data import safe_io
 from harness.data.base import DataError, DatasetLoader
+from harness.data.checks import binary_mask, check_inside, check_keys, check_str, point_array, rle_mask
+from harness.data.safe_io import read_image, read_json, read_mask
 from harness.diffusion.numerics import check_finite
 from harness.method import EditMethod
 from harness.metrics.base import Metric, MetricValue
@@ -151,7 +152,7 @@ class PromptDataset(DatasetLoader):
 
 @DATASETS.register("test_folder")
 class FolderDataset(DatasetLoader):
-    """A simple on-disk drag format, read only through `harness.data.safe_io`:
+    """A simple on-disk drag format, read through `harness.data.safe_io` and checked with `harness.data.checks`:
 
         <root>/<category>/<name>/image.png     RGB
                                  mask.png      L, 0/255, same size (or `mask_rle` in sample.json)
@@ -170,22 +171,23 @@ class FolderDataset(DatasetLoader):
         root = Path(self.root)
         folder = root.joinpath(*sample_id.split("/")[1:])
         meta_path = folder / "sample.json"
-        meta = safe_io.read_json(meta_path, "sample.json", root=root)
-        if not isinstance(meta, dict) or not isinstance(meta.get("prompt"), str):
-            raise safe_io.fail(meta_path, "prompt", "expected an object with a string 'prompt'")
-        image = safe_io.read_image(folder / "image.png", "image", root=root)
+        meta = check_keys(read_json(meta_path, root=root), meta_path, ("prompt", "handles", "targets"), exact=False)
+        prompt = check_str(meta["prompt"], meta_path, "prompt")
+        image = read_image(folder / "image.png", "image", root=root)
         h, w = image.shape[:2]
         if "mask_rle" in meta:
-            mask = safe_io.check_mask(safe_io.decode_rle(meta["mask_rle"], "mask_rle", meta_path, (h, w)),
-                                      "mask_rle", meta_path, (h, w))
+            values = rle_mask(meta["mask_rle"], (h, w), f"{meta_path}: field 'mask_rle'").astype(np.uint8)
+            mask = binary_mask(values, meta_path, "mask_rle", (w, h), "image.png")
         else:
-            mask = safe_io.read_mask(folder / "mask.png", "mask", (h, w), root=root)
-        handles = safe_io.check_points(meta.get("handles"), "handles", meta_path, (w, h))
-        targets = safe_io.check_points(meta.get("targets"), "targets", meta_path, (w, h))
+            mask_path = folder / "mask.png"
+            mask = binary_mask(read_mask(mask_path, "mask", root=root), mask_path, "mask", (w, h), "image.png")
+        handles, targets = (point_array(meta[f], meta_path, f) for f in ("handles", "targets"))
+        check_inside(handles, meta_path, "handles", (w, h))
+        check_inside(targets, meta_path, "targets", (w, h))
         if len(handles) != len(targets):
-            raise safe_io.fail(meta_path, "targets", f"{len(targets)} targets for {len(handles)} handles")
-        return DragSample(sample_id=sample_id, image=image, prompt=meta["prompt"], handles=handles, targets=targets,
-                          mask=mask, category=sample_id.split("/")[1])
+            raise DataError(f"{meta_path}: field 'targets': {len(targets)} targets for {len(handles)} handles")
+        return DragSample(sample_id=sample_id, image=image, prompt=prompt, handles=handles.astype(np.float64),
+                          targets=targets.astype(np.float64), mask=mask, category=sample_id.split("/")[1])
 
 
 @DATASETS.register("test_hostile_ids")

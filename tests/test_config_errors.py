@@ -1,17 +1,19 @@
 """Configuration mistakes fail before any work, with the closest valid names."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-import tests.reliability_plugins  # noqa: F401  (registers the test_prompt dataset)
 from harness.cli import main, run
 from harness.config import compose
 from harness.pipeline import ConfigError
 from harness.registry import UnknownNameError
+
+importlib.import_module("tests.reliability_plugins")  # registers the test_prompt dataset
 
 
 def cli_error(monkeypatch, capsys, *argv: str) -> str:
@@ -49,6 +51,8 @@ def config(tmp_path: Path, *overrides: str):
     (("model.dtype=float8",), ConfigError, "field 'dtype' must be one of"),
     (("method=[regiondrag]", "method.regiondrag.copy_paste_gate=sometimes"), ConfigError,
      "method 'regiondrag': invalid config: regiondrag: copy_paste_gate must be one of"),
+    (("method=[regiondrag]", "method.regiondrag.steps=1"), ConfigError,
+     "method 'regiondrag': invalid config: regiondrag: method.regiondrag.steps=1 with start_t=0.5"),
     (("method=[identity]", "+method.identity.radius=3"), ConfigError, "unknown config field(s) ['radius']"),
     # incompatible pairings: a drag metric or a drag method on a prompt-editing dataset
     (("dataset.name=test_prompt", "metrics=[md_dift@regiondrag]"), ConfigError,

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -25,11 +26,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-import tests.reliability_plugins  # noqa: F401  (registers test_slow)
 from harness.cli import run
 from harness.config import compose
 from harness.paths import PROJECT_ROOT
 from harness.store import MethodStore, iter_method_stores
+
+importlib.import_module("tests.reliability_plugins")  # registers test_slow
 
 SAMPLES = ("demo/shapes/disc_brush", "demo/shapes/square_right", "demo/shapes/triangle_up")
 OVERRIDES = ("method=[identity,copy_paste]", "+method.test_slow={delay:0.4}", "metrics=[test_mad]",

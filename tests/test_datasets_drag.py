@@ -13,7 +13,7 @@ from harness.types import DragSample
 from tests.conftest import shared_path
 from tests.dataset_fixtures import (box_mask, dragbench_meta, gradient_image, region_meta, write_dragbench_s_sample,
                                     write_dragbench_sample, write_dragbench_tree, write_drag100_sample, write_image,
-                                    write_json, write_pickle)
+                                    write_json)
 
 
 def open_(name, root, **options):
@@ -161,9 +161,9 @@ def test_image_problems_in_a_sample(tmp_path):
     png = root / "a" / "truncated" / "original_image.png"
     png.write_bytes(png.read_bytes()[:200])
     ds = open_("dragbench_d", root)
-    with pytest.raises(DataError, match=r"palette/original_image\.png: original_image\.png is a palette image"):
+    with pytest.raises(DataError, match=r"palette/original_image\.png: field 'original_image\.png': a palette image"):
         ds.load("dragbench_d/a/palette")
-    with pytest.raises(DataError, match=r"missing/original_image\.png: original_image\.png file not found"):
+    with pytest.raises(DataError, match=r"missing/original_image\.png: field 'original_image\.png': file not found"):
         ds.load("dragbench_d/a/missing")
     with pytest.raises(DataError, match=r"truncated/original_image\.png: .*cannot be decoded"):
         ds.load("dragbench_d/a/truncated")
@@ -296,7 +296,7 @@ def test_drag100_fixture_and_its_errors(tmp_path):
         ds.load("drag100/all/badjson")
     write_drag100_sample(root / "rgbmask")
     write_image(root / "rgbmask" / "mask.png", np.repeat(box_mask(64, 80, (8, 8, 48, 56), 255)[..., None], 3, -1))
-    with pytest.raises(DataError, match=r"rgbmask/mask\.png: mask\.png is mode RGB"):
+    with pytest.raises(DataError, match=r"rgbmask/mask\.png: field 'mask\.png': mode RGB"):
         ds.load("drag100/all/rgbmask")
     write_drag100_sample(root / "greymask")
     write_image(root / "greymask" / "mask.png", box_mask(64, 80, (8, 8, 48, 56), 200))

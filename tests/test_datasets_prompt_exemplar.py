@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from harness.data.base import DataError, open_dataset
+from harness.data.checks import rle_mask
 from harness.data.describe import describe
 from harness.data.pie_bench import decode_rle
 from harness.types import ExemplarSample, PromptEditSample
@@ -50,6 +51,12 @@ def test_rle_overrun_is_clipped_and_empty_rle_is_the_border():
     assert m.reshape(-1)[261000:].all() and m.shape == (512, 512)
     border = decode_rle([])
     assert border.sum() == 4 * 511 and not border[1:-1, 1:-1].any()
+
+
+def test_generic_rle_clips_overruns_and_adds_no_border():
+    mask = rle_mask([0, 2, 10, 100], (3, 4), "sample.json: field 'mask_rle'")
+    assert mask.sum() == 2 + 2 and mask[0, :2].all() and mask[2, 2:].all()
+    assert not rle_mask([], (3, 4), "x").any()
 
 
 @pytest.mark.parametrize("rle,pattern", [([0, 5, 10], "odd length"), ([0, -1], "negative length"),
@@ -98,7 +105,7 @@ def _one_entry(tmp_path, **changes):
     image_path = entry["image_path"] if isinstance(entry["image_path"], str) else "x.jpg"
     root = tmp_path / "pie"
     write_image(root / "annotation_images" / image_path, gradient_image(512, 512), quality=90)
-    (root / "mapping_file.json").write_text(__import__("json").dumps({"211000000001": entry}))
+    (root / "mapping_file.json").write_text(json.dumps({"211000000001": entry}))
     return open_("pie_bench", root)
 
 
@@ -123,7 +130,7 @@ def test_pie_image_problems(tmp_path):
     with pytest.raises(DataError, match=r"211000000001\.jpg: source image is 256x256, but PIE-Bench masks"):
         ds.load(ds.sample_ids()[0])
     image.unlink()
-    with pytest.raises(DataError, match=r"211000000001\.jpg: source image file not found"):
+    with pytest.raises(DataError, match=r"211000000001\.jpg: field 'source image': file not found"):
         ds.load(ds.sample_ids()[0])
     (tmp_path / "pie" / "mapping_file.json").write_text("{")
     with pytest.raises(DataError, match=r"mapping_file\.json: invalid JSON"):
@@ -152,7 +159,7 @@ def test_cocoee_errors(tmp_path):
     (root / "Ref_3500" / "000000001773_ref.png").unlink()
     write_image(root / "Mask_bbox_3500" / "900100376112_mask.png", np.zeros((56, 80), np.uint8))
     ds = open_("cocoee", root)
-    with pytest.raises(DataError, match=r"000000001773_ref\.png: exemplar image \(ref\) file not found"):
+    with pytest.raises(DataError, match=r"000000001773_ref\.png: field 'exemplar image \(ref\)': file not found"):
         ds.load("cocoee/all/000000001773")
     with pytest.raises(DataError, match=r"900100376112_mask\.png: field 'mask' is empty"):
         ds.load("cocoee/all/900100376112")

@@ -186,3 +186,12 @@ def test_each_method_end_to_end_through_the_harness(tmp_path):
     record = records["dragdiffusion"]
     assert record["method_config"]["preset"] == "current" and record["method_config"]["n_pix_step"] == 3
     assert "lora_cache" not in record["method_config"] and record["timing"]["method_drag_s"] > 0
+
+
+@pytest.mark.parametrize("params", [{"steps": 2, "t0": 0.6}, {"steps": 3, "t0": 1.0}, {"steps": 20, "t0": 0.05}])
+def test_sdedrag_refuses_grids_without_a_backward_step(params):
+    from methods.sdedrag import SDEDragConfig
+
+    with pytest.raises(ValueError, match=rf"method\.sdedrag\.steps={params['steps']} with t0=.* need 2 <= "
+                                         r"int\(t0 · steps\) <= steps − 1"):
+        SDEDragConfig(**params)

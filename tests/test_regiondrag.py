@@ -94,3 +94,34 @@ def test_config_validation():
         RegionDrag.build({"copy_paste_gate": "sometimes"})
     with pytest.raises(ValueError, match="unknown config field"):
         RegionDrag.build({"stepz": 3})
+
+
+@pytest.mark.parametrize("steps,inversion,denoising", [
+    (2, [999], [999]),  # grid [999, 500], stride 500: the step from 500 is capped at 999 (was index 1000)
+    (3, [666], [666]),
+    (5, [400, 600], [599, 400]),
+])
+def test_low_step_counts_edit_on_the_capped_grid(tiny_models, steps, inversion, denoising):
+    result = build(tiny_models, steps=steps).edit(make_sample(), 42)
+    assert result.info["inversion_timesteps"] == inversion and result.info["denoising_timesteps"] == denoising
+    assert result.image.shape == (72, 96, 3) and result.image.std() > 0
+
+
+def test_cycle_sde_caps_forward_steps_at_the_last_trained_timestep(tiny_models):
+    sde, timesteps = CycleSDE.on_dpm_solver_grid(tiny_models.scheduler_config, 2)
+    assert timesteps == [999, 500] and sde.stride == 500
+    assert sde.up(500) == 999 and sde.up(499) == 999 and sde.up(0) == 500
+    with pytest.raises(ValueError, match="no forward step above t=999"):
+        sde.up(999)
+    sde20, _ = CycleSDE.on_dpm_solver_grid(tiny_models.scheduler_config, 20)
+    assert [sde20.up(t) for t in (50, 500, 949)] == [100, 550, 999]  # the default grid never reaches the cap
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"steps": 1}, r"method\.regiondrag\.steps=1 with start_t=0\.5 gives int\(start_t · steps\) = 0 .*need steps >= 2"),
+    ({"steps": 3, "start_t": 0.3}, r"method\.regiondrag\.steps=3 .* need steps >= 4 for start_t=0\.3"),
+    ({"start_t": 1.0}, r"need 0 <= end_t <= start_t < 1"),
+])
+def test_step_counts_without_a_denoising_step_are_refused(params, message):
+    with pytest.raises(ValueError, match=message):
+        RegionDrag.build(params)

@@ -108,3 +108,30 @@ def binary_mask(mask: Any, path: Path, field: str, size: tuple[int, int], image:
     if not out.any():
         raise DataError(f"{path}: field {field!r} is empty (no editable pixel)")
     return out
+
+
+def rle_mask(rle: Any, shape: tuple[int, int], where: str) -> np.ndarray:
+    """A flat run-length list `[s0, n0, s1, n1, …]` over the row-major (H, W) image → bool mask of `shape`.
+
+    A run that starts inside the image but overruns its end is clipped (as PIE-Bench's official decoder
+    does); a list of odd length, non-integers, negative lengths and starts outside the image are errors.
+    `where` names the file and field ("<file>: field 'mask'").
+    """
+    if not isinstance(rle, list):
+        raise DataError(f"{where}: must be a list of integers (RLE), got {type(rle).__name__}")
+    if len(rle) % 2:
+        raise DataError(f"{where}: RLE has an odd length ({len(rle)}); expected start/length pairs")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in rle):
+        raise DataError(f"{where}: RLE values must be integers")
+    length = shape[0] * shape[1]
+    runs = np.asarray(rle, dtype=np.int64).reshape(-1, 2)
+    starts, counts = runs[:, 0], runs[:, 1]
+    if ((starts < 0) | (starts >= length) | (counts < 0)).any():
+        i = int(np.argmax((starts < 0) | (starts >= length) | (counts < 0)))
+        raise DataError(f"{where}: RLE run {i} = ({starts[i]}, {counts[i]}) is outside the "
+                        f"{shape[1]}x{shape[0]} image or has a negative length")
+    ends = np.minimum(starts + counts, length)
+    edges = np.zeros(length + 1, dtype=np.int64)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, ends, -1)
+    return (np.cumsum(edges[:-1]) > 0).reshape(shape)

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.data.base import DataError, DatasetLoader, SampleInfo
 from harness.data.checks import binary_mask
-from harness.data.files import files_fingerprint, image_header, read_image, read_mask, read_npy
+from harness.data.safe_io import files_fingerprint, image_header, read_image, read_mask, read_npy
 from harness.registry import DATASETS
 from harness.types import ExemplarSample
 

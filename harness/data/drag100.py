@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.data.checks import binary_mask, check_keys, interleaved_pairs
-from harness.data.files import image_header, read_json, read_mask
 from harness.data.folders import DragAnnotation, DragFolderLoader
+from harness.data.safe_io import image_header, read_json, read_mask
 from harness.registry import DATASETS
 
 IMAGE, MASK, POINTS = "original.jpg", "mask.png", "points.json"

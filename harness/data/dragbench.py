@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.checks import binary_mask, check_keys, check_str, interleaved_pairs
-from harness.data.files import image_header, load_pickle
 from harness.data.folders import DragAnnotation, DragFolderLoader
+from harness.data.safe_io import image_header, load_pickle
 from harness.registry import DATASETS
 
 META_KEYS = ("prompt", "points", "mask")

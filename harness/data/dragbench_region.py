@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.data.dragbench import IMAGE, DragBenchD, read_meta
-from harness.data.files import image_header
 from harness.data.folders import DragAnnotation
 from harness.registry import DATASETS
 

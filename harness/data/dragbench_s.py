@@ -11,8 +11,8 @@ from pathlib import Path
 
 from harness.data.base import DataError
 from harness.data.checks import binary_mask, check_inside, check_keys, check_str, point_array
-from harness.data.files import image_header, read_json, read_mask
 from harness.data.folders import DragAnnotation, DragFolderLoader
+from harness.data.safe_io import image_header, read_json, read_mask
 from harness.registry import DATASETS
 
 IMAGE, MASK, PROMPT = "origin_image.png", "mask.png", "prompt.json"

@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.data.safe_io import resolve_inside
 from harness.data.base import DataError, DatasetLoader, SampleInfo
-from harness.data.files import files_fingerprint, read_image
+from harness.data.safe_io import files_fingerprint, read_image, resolve_inside
 from harness.regions import region_and_points_to_dense
 from harness.types import DragSample
 

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from harness.data.base import DataError, DatasetLoader, SampleInfo
-from harness.data.checks import check_keys, check_str
-from harness.data.files import files_fingerprint, image_header, read_image, read_json
+from harness.data.checks import check_keys, check_str, rle_mask
+from harness.data.safe_io import files_fingerprint, image_header, read_image, read_json
 from harness.registry import DATASETS
 from harness.types import PromptEditSample
 
@@ -40,29 +40,11 @@ FIELDS = ("image_path", "original_prompt", "editing_prompt", "editing_instructio
 def decode_rle(rle: Any, shape: tuple[int, int] = MASK_SHAPE, where: str = "mask") -> np.ndarray:
     """PIE-Bench RLE `[s0, n0, s1, n1, …]` → bool mask of `shape`, as the official `mask_decode`.
 
-    Runs are clipped at the end of the image; then the 1-pixel border is forced to 1 ("to avoid
-    annotation errors in boundary"), so even an empty list decodes to the border. Malformed lists
-    (odd length, non-integers, negative lengths, starts outside the image) are errors; the official
-    decoder would silently skip or mis-index them.
+    Runs are clipped at the end of the image (`rle_mask`); then the 1-pixel border is forced to 1 ("to
+    avoid annotation errors in boundary"), so even an empty list decodes to the border. Malformed lists
+    are errors; the official decoder would silently skip or mis-index them.
     """
-    if not isinstance(rle, list):
-        raise DataError(f"{where}: must be a list of integers (RLE), got {type(rle).__name__}")
-    if len(rle) % 2:
-        raise DataError(f"{where}: RLE has an odd length ({len(rle)}); expected start/length pairs")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in rle):
-        raise DataError(f"{where}: RLE values must be integers")
-    length = shape[0] * shape[1]
-    runs = np.asarray(rle, dtype=np.int64).reshape(-1, 2)
-    starts, counts = runs[:, 0], runs[:, 1]
-    if ((starts < 0) | (starts >= length)).any() or (counts < 0).any():
-        i = int(np.argmax((starts < 0) | (starts >= length) | (counts < 0)))
-        raise DataError(f"{where}: RLE run {i} = ({starts[i]}, {counts[i]}) is outside the "
-                        f"{shape[1]}x{shape[0]} image or has a negative length")
-    ends = np.minimum(starts + counts, length)
-    edges = np.zeros(length + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    mask = (np.cumsum(edges[:-1]) > 0).reshape(shape)
+    mask = rle_mask(rle, shape, where)
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
 

@@ -1,19 +1,30 @@
-"""Reading untrusted dataset files: every failure is a `DataError` that names the file and the field.
+"""Reading untrusted dataset files: every failure is a `DataError` that names the file (and the field).
 
-Dataset files come from archives and drives that nobody here controls. These helpers turn the ways they go
-wrong (a symlink that leaves the dataset root, a zero-byte or truncated image, a decompression bomb, a
-mask of the wrong size, NaN or out-of-image points, JSON with `NaN` or duplicate keys, RLE runs outside
-the image) into one exception type with an actionable message, so a loader raises it for the one sample
-and the edit stage records that sample as failed while the run goes on.
+Dataset files come from archives and drives that nobody here controls. The readers below turn the ways
+they go wrong (a symlink that leaves the dataset root, a FIFO, a zero-byte or truncated image, a
+decompression bomb, a palette or 16-bit image, JSON with `NaN` or duplicate keys, a pickle that would run
+code) into one exception type with an actionable message, so a loader raises it for the one sample and
+the edit stage records that sample as failed while the run goes on. What the decoded contents must
+satisfy (point lists, mask values and shapes, RLE) is checked in `harness.data.checks`.
 
-Messages read `<file>: field '<field>': <what is wrong>`.
+Messages read `<file>: field '<field>': <what is wrong>`, or `<file>: <what is wrong>` for whole-file
+formats (JSON, pickle, npy). For images the field is the file's role in the sample ("source image",
+"mask.png").
+
+Images are opened in two steps because most validation needs only the header: `image_header` reads size,
+mode and (for PNG) bit depth without decoding pixels, which keeps `describe` fast; `read_image` and
+`read_mask` decode, which is where truncated and corrupt files show up.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,20 +32,19 @@ from PIL import Image, UnidentifiedImageError
 from harness.data.base import DataError
 
 # 8192² pixels. Benchmark images are at most a few megapixels; anything near this is a mistake or an attack
-# (a tiny PNG can declare a 100000² canvas that would take 30 GB to decode). Loaders may pass their own.
+# (a tiny PNG can declare a 100000² canvas that would take 30 GB to decode).
 MAX_PIXELS = 8192 * 8192
 MAX_JSON_BYTES = 64 * 2 ** 20  # PIE-Bench's mapping file, the largest annotation here, is 5.3 MB
-# Modes that `convert("RGB")` maps without losing meaning; 16-bit and float images would be clipped silently.
-IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr")
-MASK_MODES = ("1", "L", "P", "RGB", "RGBA")
 
 
-def fail(path: Path | str, field: str, problem: str) -> DataError:
-    """The error for one field of one file (callers `raise fail(...)`)."""
-    return DataError(f"{path}: field {field!r}: {problem}")
+def fail(path: Path | str, field: str | None, problem: str) -> DataError:
+    """The error for one field of one file, or for the whole file when `field` is None (callers `raise fail(...)`)."""
+    return DataError(f"{path}: field {field!r}: {problem}" if field is not None else f"{path}: {problem}")
 
 
-def resolve_inside(root: Path | str, path: Path | str, field: str) -> Path:
+# --- paths -------------------------------------------------------------------------------------------
+
+def resolve_inside(root: Path | str, path: Path | str, field: str | None) -> Path:
     """`path` (absolute, or relative to `root`) with symlinks resolved; refuses anything outside `root`.
 
     A dataset that links or `..`-walks to files outside its root could make the harness read (and copy
@@ -51,13 +61,13 @@ def resolve_inside(root: Path | str, path: Path | str, field: str) -> Path:
     return real
 
 
-def checked_file(path: Path | str, field: str, root: Path | str | None = None) -> Path:
+def checked_file(path: Path | str, field: str | None = None, root: Path | str | None = None) -> Path:
     """`path` if it is a non-empty regular file (inside `root` when given). A FIFO or device would block
     or never end when read, so anything but a regular file is refused before it is opened."""
     path = Path(path)
     real = resolve_inside(root, path, field) if root is not None else path
     if not real.exists():
-        raise fail(path, field, "file is missing")
+        raise fail(path, field, "file not found")
     if not real.is_file():
         raise fail(path, field, "not a regular file")
     if real.stat().st_size == 0:
@@ -65,67 +75,63 @@ def checked_file(path: Path | str, field: str, root: Path | str | None = None) -
     return real
 
 
-def _open_image(path: Path, field: str, max_pixels: int) -> Image.Image:
-    """Decode `path` fully, refusing oversized canvases before any pixel is decoded."""
+# --- pickles -----------------------------------------------------------------------------------------
+
+def _numpy_reconstruct() -> Any:
+    # numpy ≥ 2 moved the module to numpy._core; both spellings in a file resolve to this one function.
+    # The lookup is by attribute of an already-imported numpy: nothing named in the file is ever imported.
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    reconstruct = _numpy_reconstruct()
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,   # written by numpy 1.x (official files)
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # written by numpy ≥ 2.0
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """Resolves only the four numpy globals of datasets.md §9; anything else is refused unresolved."""
+
+    def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
+        super().__init__(file)
+        self._path = path
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{self._path}: refusing to unpickle global {module}.{name} (only numpy array reconstruction "
+                "is allowed in dataset annotations)") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError(f"{self._path}: refusing a persistent id in a dataset annotation")
+
+
+def load_pickle(path: Path | str, root: Path | str | None = None) -> Any:
+    """Unpickle a dataset annotation through the allow-list; never `pickle.load` dataset files directly."""
+    path = Path(path)
+    real = checked_file(path, None, root)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:  # reads the header only
-                w, h = probe.size
-                if w * h > max_pixels:
-                    raise fail(path, field, f"image is {w}×{h} = {w * h} pixels, over the limit of {max_pixels}")
-                if probe.format == "PNG":
-                    probe.verify()  # chunk CRCs: catches corrupt files that still decode
-            image = Image.open(path)
-            image.load()
-            return image
-    except DataError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise fail(path, field, f"image is too large to decode safely ({exc})") from None
-    except UnidentifiedImageError:
-        raise fail(path, field, "not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise fail(path, field, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
+        with open(real, "rb") as f:
+            return _AllowListUnpickler(f, path).load()
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        raise DataError(message if message.startswith(str(path)) else f"{path}: not a valid pickle: {exc}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as exc:
+        raise DataError(f"{path}: not a valid pickle: {type(exc).__name__}: {exc}") from None
 
 
-def read_image(path: Path | str, field: str, root: Path | str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """An image file as uint8 H×W×3 RGB."""
-    real = checked_file(path, field, root)
-    with _open_image(real, field, max_pixels) as image:
-        if image.mode not in IMAGE_MODES:
-            raise fail(path, field, f"image mode {image.mode!r} is not supported (expected one of {IMAGE_MODES})")
-        return np.asarray(image.convert("RGB"))
+# --- JSON and npy ------------------------------------------------------------------------------------
 
-
-def read_mask(path: Path | str, field: str, shape: tuple[int, int], root: Path | str | None = None,
-              threshold: int = 0, allow_empty: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A mask image as bool (H, W): pixels above `threshold` are True. Its size must be `shape` (H, W)."""
-    real = checked_file(path, field, root)
-    with _open_image(real, field, max_pixels) as image:
-        if image.mode not in MASK_MODES:
-            raise fail(path, field, f"mask mode {image.mode!r} is not supported (expected one of {MASK_MODES})")
-        values = np.asarray(image.convert("L") if image.mode in ("1", "P") else image)
-    if values.ndim == 3:
-        if not (values[..., :3] == values[..., :1]).all():
-            raise fail(path, field, "colour mask: expected a grayscale image (equal R, G, B)")
-        values = values[..., 0]
-    return check_mask(values > threshold, field, path, shape, allow_empty)
-
-
-def check_mask(mask: Any, field: str, source: Path | str, shape: tuple[int, int], allow_empty: bool = False) -> np.ndarray:
-    """A mask array (from an image, a pickle or an RLE) checked for shape (H, W) and, unless allowed, emptiness."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or tuple(mask.shape) != tuple(shape):
-        got = "×".join(map(str, mask.shape[::-1])) if mask.ndim == 2 else f"shape {mask.shape}"
-        raise fail(source, field, f"mask is {got}, the image is {shape[1]}×{shape[0]} (W×H)")
-    mask = mask.astype(bool)
-    if not allow_empty and not mask.any():
-        raise fail(source, field, "mask is empty")
-    return mask
-
-
-def read_json(path: Path | str, field: str, root: Path | str | None = None, max_bytes: int = MAX_JSON_BYTES) -> Any:
+def read_json(path: Path | str, field: str | None = None, root: Path | str | None = None,
+              max_bytes: int = MAX_JSON_BYTES) -> Any:
     """A JSON file, refusing `NaN`/`Infinity` (not JSON, but Python's parser accepts them) and duplicate keys
     (which make the file mean different things to different readers)."""
     real = checked_file(path, field, root)
@@ -144,52 +150,142 @@ def read_json(path: Path | str, field: str, root: Path | str | None = None, max_
         return dict(pairs)
 
     try:
-        return json.loads(real.read_bytes().decode("utf-8"), parse_constant=refuse_constant, object_pairs_hook=unique_keys)
+        return json.loads(real.read_bytes().decode("utf-8"), parse_constant=refuse_constant,
+                          object_pairs_hook=unique_keys)
     except UnicodeDecodeError as exc:
         raise fail(path, field, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise fail(path, field, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise fail(path, field, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise fail(path, field, "JSON is nested too deeply") from None
 
 
-def check_points(points: Any, field: str, source: Path | str, size: tuple[int, int]) -> np.ndarray:
-    """(x, y) pixel points as float (N, 2), each finite and inside a `size` = (W, H) image."""
+def read_npy(path: Path | str, root: Path | str | None = None) -> np.ndarray:
+    """`numpy.load` with `allow_pickle=False`: object arrays are refused, not unpickled."""
+    real = checked_file(path, None, root)
     try:
-        array = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise fail(source, field, "points must be numbers") from None
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise fail(source, field, f"expected a list of [x, y] pairs, got shape {array.shape}")
-    w, h = size
-    for i, (x, y) in enumerate(array):
-        if not (np.isfinite(x) and np.isfinite(y)):
-            raise fail(source, field, f"point {i} ({x}, {y}) is not finite")
-        if not (0 <= x < w and 0 <= y < h):
-            raise fail(source, field, f"point {i} ({x:g}, {y:g}) is outside the {w}×{h} image")
-    return array
+        return np.load(real, allow_pickle=False)
+    except ValueError as exc:  # object arrays ("Object arrays cannot be loaded when allow_pickle=False"), bad headers
+        raise fail(path, None, f"cannot read as a plain .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise fail(path, None, f"cannot read .npy file: {exc}") from None
 
 
-def decode_rle(runs: Sequence[Any], field: str, source: Path | str, shape: tuple[int, int]) -> np.ndarray:
-    """A flat `[start0, length0, start1, length1, …]` run-length mask over the row-major (H, W) image.
+# --- images ------------------------------------------------------------------------------------------
 
-    A run that starts inside the image but overruns its end is clipped, as PIE-Bench's official decoder
-    does; a run that starts outside the image, a negative value or an odd-length list is an error.
-    """
-    h, w = shape
-    total = h * w
-    if not isinstance(runs, (list, tuple)) or len(runs) % 2:
-        raise fail(source, field, f"RLE must be a flat list of (start, length) pairs, got "
-                                  f"{type(runs).__name__} of length {len(runs) if hasattr(runs, '__len__') else '?'}")
-    mask = np.zeros(total, dtype=bool)
-    for i in range(0, len(runs), 2):
-        start, length = runs[i], runs[i + 1]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, length)):
-            raise fail(source, field, f"RLE run {i // 2} ({start!r}, {length!r}) must be two integers")
-        if start < 0 or length < 0:
-            raise fail(source, field, f"RLE run {i // 2} ({start}, {length}) has a negative value")
-        if start >= total:
-            raise fail(source, field, f"RLE run {i // 2} starts at pixel {start}, past the end of the "
-                                      f"{w}×{h} image ({total} pixels)")
-        mask[start:start + min(length, total - start)] = True
-    return mask.reshape(h, w)
+IMAGE_MODES = ("RGB", "L")  # L (8-bit grey) converts to RGB losslessly; anything else would lose meaning
+MASK_MODES = ("L", "1")
+
+_MODE_HINTS = {
+    "P": "a palette image",
+    "PA": "a palette image with alpha",
+    "RGBA": "an image with an alpha channel",
+    "LA": "a grey image with an alpha channel",
+    "I;16": "a 16-bit image",
+    "I;16B": "a 16-bit image",
+    "I;16L": "a 16-bit image",
+    "I": "a 32-bit integer image",
+    "F": "a floating-point image",
+    "CMYK": "a CMYK image",
+    "YCbCr": "a YCbCr image",
+    "1": "a 1-bit image",
+}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    path: Path
+    format: str
+    mode: str
+    size: tuple[int, int]  # (width, height)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    # PIL opens 16-bit-per-channel RGB PNGs as mode "RGB" and silently drops the low byte; the IHDR chunk
+    # (bytes 16–24: width, height, bit depth) tells the truth.
+    with open(path, "rb") as f:
+        head = f.read(25)
+    if len(head) == 25 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
+def image_header(path: Path | str, field: str, modes: Iterable[str] = IMAGE_MODES, root: Path | str | None = None,
+                 max_pixels: int = MAX_PIXELS) -> ImageHeader:
+    """Size and mode from the file header (no pixel decoding); refuses oversized canvases, unexpected modes
+    and bit depths."""
+    return _header(Path(path), checked_file(path, field, root), field, tuple(modes), max_pixels)
+
+
+def _header(path: Path, real: Path, field: str, modes: tuple[str, ...], max_pixels: int) -> ImageHeader:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(real) as im:
+                header = ImageHeader(path, str(im.format), im.mode, (int(im.size[0]), int(im.size[1])))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise fail(path, field, f"image is too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise fail(path, field, f"not a readable image: {exc}") from None
+    w, h = header.size
+    if w * h > max_pixels:
+        raise fail(path, field, f"image is {w}×{h} pixels, over the limit of {max_pixels} (a decompression "
+                                "bomb or not a benchmark image)")
+    if header.mode not in modes:
+        hint = _MODE_HINTS.get(header.mode)
+        what = f"{hint} (mode {header.mode})" if hint else f"mode {header.mode}"
+        raise fail(path, field, f"{what}; expected mode {' or '.join(modes)}")
+    if header.format == "PNG" and (depth := _png_bit_depth(real)) not in (None, 1, 8):
+        raise fail(path, field, f"a {depth}-bit PNG; expected 8 bits per channel")
+    if w < 1 or h < 1:
+        raise fail(path, field, f"empty image size {header.size}")
+    return header
+
+
+def _decode(path: Path | str, field: str, modes: Iterable[str], root: Path | str | None,
+            max_pixels: int) -> Image.Image:
+    """The image after the header checks, fully decoded: truncated and corrupt files fail here."""
+    real = checked_file(path, field, root)
+    header = _header(Path(path), real, field, tuple(modes), max_pixels)
+    try:
+        if header.format == "PNG":
+            with Image.open(real) as probe:
+                probe.verify()  # chunk CRCs: catches corrupt files that would still decode
+        im = Image.open(real)
+        im.load()  # truncated or corrupt data fails here, not at open
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise fail(path, field, f"cannot be decoded (truncated or corrupt file?): {exc}") from None
+    return im
+
+
+def read_image(path: Path | str, field: str, modes: Iterable[str] = IMAGE_MODES, root: Path | str | None = None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image to uint8 H×W×3 RGB after the checks of `image_header`."""
+    with _decode(path, field, modes, root, max_pixels) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_mask(path: Path | str, field: str, modes: Iterable[str] = MASK_MODES, root: Path | str | None = None,
+              max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a single-channel mask image to a uint8 H×W array (mode "1" reads as {0, 255}); what the values
+    must be is the loader's call (`harness.data.checks.binary_mask`)."""
+    with _decode(path, field, modes, root, max_pixels) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+# --- fingerprints ------------------------------------------------------------------------------------
+
+def files_fingerprint(paths: Iterable[Path], extra: bytes = b"") -> str:
+    """SHA-256 over the named files' bytes (and `extra`), truncated to 16 hex digits, for run.json."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        digest.update(path.name.encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            raise fail(path, None, "file not found") from None
+    digest.update(extra)
+    return digest.hexdigest()[:16]

@@ -15,10 +15,17 @@ EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class CycleSDE:
-    """DDPM/DDIM arithmetic on a fixed stride (`num_train_timesteps // steps`).
+    """DDPM/DDIM arithmetic on a fixed stride Δ = `num_train_timesteps // steps`.
 
     `alphas_cumprod` comes from the model's scheduler config (scaled-linear betas for SD). A timestep below
     zero means "clean" (ᾱ = 1); RegionDrag's walk starts at t = 50 and treats the clean latent as x₅₀.
+
+    A forward step goes from t to `up(t)` = t + Δ, capped at the last trained timestep T − 1. The cap
+    matters only where the DPM-Solver grid and the stride disagree at the top: the grid is
+    round(999·k/steps) (spacing 999/steps) while Δ = ⌊1000/steps⌋, and on the 2-step grid [999, 500] the
+    step from 500 would reach 1000, past ᾱ's table (the reference indexes out of bounds there). Capped, it
+    ends at 999, the timestep the denoising starts from. Every other grid stays below T − 1, so the cap
+    never changes them.
     """
 
     @classmethod
@@ -29,35 +36,45 @@ class CycleSDE:
 
         scheduler = DPMSolverMultistepScheduler.from_config(scheduler_config)
         scheduler.set_timesteps(steps)
-        sde = cls(scheduler.alphas_cumprod, steps, scheduler.config.num_train_timesteps)
-        return sde, [int(t) for t in scheduler.timesteps]
+        timesteps = [int(t) for t in scheduler.timesteps]
+        if len(timesteps) != steps:  # both methods index the list by `steps`
+            raise ValueError(f"the DPM-Solver grid for steps={steps} has {len(timesteps)} timesteps "
+                             f"(timestep_spacing={scheduler.config.timestep_spacing!r}); choose another step count")
+        return cls(scheduler.alphas_cumprod, steps, scheduler.config.num_train_timesteps), timesteps
 
     def __init__(self, alphas_cumprod: torch.Tensor, steps: int, num_train_timesteps: int = 1000) -> None:
         self.alphas_cumprod = alphas_cumprod.to(torch.float32).cpu()
         self.stride = num_train_timesteps // steps
+        self.top = len(self.alphas_cumprod) - 1
         self.one = torch.tensor(1.0)
 
     def _abar(self, t: int) -> torch.Tensor:
         return self.alphas_cumprod[t] if t >= 0 else self.one
 
+    def up(self, t: int) -> int:
+        """The level one forward step above t: t + Δ, capped at the last trained timestep."""
+        if t >= self.top:
+            raise ValueError(f"CycleSDE: no forward step above t={t}, the top of the {self.top + 1}-step schedule")
+        return min(t + self.stride, self.top)
+
     def add_noise(self, x: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
-        """x_t → x_{t+Δ} with fresh Gaussian noise (the DDPM marginal ratio ᾱ_{t+Δ}/ᾱ_t)."""
-        a, a_next = self._abar(t), self._abar(t + self.stride)
+        """x_t → x_{up(t)} with fresh Gaussian noise (the DDPM marginal ratio ᾱ_{up(t)}/ᾱ_t)."""
+        a, a_next = self._abar(t), self._abar(self.up(t))
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (a_next / a) ** 0.5 * x + (1 - a_next / a) ** 0.5 * noise
 
     def solve_noise(self, x: torch.Tensor, x_next: torch.Tensor, eps_next: torch.Tensor, t: int) -> torch.Tensor:
-        """The noise w with which `posterior(eps_next, x_next, t + Δ, w)` returns exactly x."""
-        a, a_next = self._abar(t), self._abar(t + self.stride)
+        """The noise w with which `posterior(eps_next, x_next, up(t), w)` returns exactly x (when up(t) = t + Δ)."""
+        a, a_next = self._abar(t), self._abar(self.up(t))
         sigma = ((1 - a) / (1 - a_next)) ** 0.5 * (1 - a_next / a) ** 0.5
         x0 = (x_next - (1 - a_next) ** 0.5 * eps_next) / a_next ** 0.5
         direction = (1 - a - sigma ** 2) ** 0.5
         return (x - a ** 0.5 * x0 - direction * eps_next) / sigma
 
     def forward_step(self, eps_fn: EpsFn, x: torch.Tensor, t: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t → (x_{t+Δ}, w) where w is the noise that maps x_{t+Δ} back to x_t under `reverse_step`."""
+        """x_t → (x_{up(t)}, w) where w is the noise that maps x_{up(t)} back to x_t under `reverse_step`."""
         x_next = self.add_noise(x, t, generator)
-        return x_next, self.solve_noise(x, x_next, eps_fn(x_next, t + self.stride), t)
+        return x_next, self.solve_noise(x, x_next, eps_fn(x_next, self.up(t)), t)
 
     def posterior(self, eps: torch.Tensor, x: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
         """One DDPM (η = 1) posterior step from t to t − Δ given ε at (x, t) and the noise."""

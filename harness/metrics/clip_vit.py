@@ -3,7 +3,8 @@ Paint-by-Example's evaluation tools use them (`clip.load("ViT-B/32")`, fp16 on t
 
 `clip_vit_b32` (features config):
 - a hub id or local directory for transformers' `CLIPVisionModelWithProjection` — `openai/clip-vit-base-patch32`
-  holds the same weights as the `clip` package's ViT-B/32 (a full `CLIPModel` checkpoint loads too);
+  holds the same weights as the `clip` package's ViT-B/32 (a full `CLIPModel` checkpoint loads too); loading
+  and its errors are shared with the PIE-Bench networks (`harness.metrics.networks`);
 - `random`: the exact ViT-B/32 vision tower (models.md §2.5) with seeded random weights (GPU smoke runs);
 - `random_tiny`: the same block structure with tiny widths (CPU tests).
 
@@ -16,6 +17,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from harness.metrics.networks import load_network
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,17 +49,19 @@ def clip_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def build_clip_vit_b32(source: str, seed: int = 0) -> tuple[torch.nn.Module, str]:
-    """`CLIPVisionModelWithProjection` for `source`; returns (model in eval mode, identity)."""
+    """`CLIPVisionModelWithProjection` for `source` (`features.clip_vit_b32`, see `harness.metrics.networks`);
+    returns (model in eval mode, identity)."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    if source in ("random", "random_tiny"):
-        config = VIT_B32 if source == "random" else VIT_B32_TINY
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
-        name = "clip-vit-b32" if source == "random" else "clip-vit-b32-tiny"
-        return model.eval(), f"{name}:random-seed{seed}"
-    return CLIPVisionModelWithProjection.from_pretrained(source).eval(), f"clip-vit-b32:{source}"
+    architectures = {"random": VIT_B32, "random_tiny": VIT_B32_TINY}
+    model = load_network(source, "clip_vit_b32",
+                         lambda spec: CLIPVisionModelWithProjection(CLIPVisionConfig(**architectures[spec])),
+                         CLIPVisionModelWithProjection.from_pretrained, seed)
+    if source == "random":
+        return model.eval(), f"clip-vit-b32:random-seed{seed}"
+    if source == "random_tiny":
+        return model.eval(), f"clip-vit-b32-tiny:random-seed{seed}"
+    return model.eval(), f"clip-vit-b32:{source}"
 
 
 class ClipImageEmbedding:

@@ -7,6 +7,7 @@ Feature keys (conf/features/*.yaml):
   patch grid, tiny widths: CPU tests).
 - `clip_vitl14`: OpenAI CLIP ViT-L/14 for the CLIP scores. A hub id or local directory
   (`openai/clip-vit-large-patch14`), `random` or `random_tiny`.
+  Both are resolved by `harness.metrics.networks.load_network`, as the @pbe metrics' CLIP ViT-B/32 is.
 - `lpips_squeeze_backbone`: `standard` (torchvision's ImageNet SqueezeNet 1.1, downloaded by the lpips
   package), a local torchvision `squeezenet1_1().features` state dict, or `random` (seeded backbone, the
   package's real LPIPS v0.1 heads).
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from harness.metrics.features import MetricContext, file_sha256, load_state_dict_file
+from harness.metrics.networks import RANDOM_SPECS, load_network, seeded
 
 DINO_VITB8 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                   patch_size=8, image_size=224, qkv_bias=True, layer_norm_eps=1e-6)
@@ -45,29 +47,20 @@ CLIP_TINY = dict(
 RANDOM_SEED = 0
 
 
-def cached(context: MetricContext, key: tuple, build: Callable[[], Any]) -> Any:
-    if key not in context._cache:
-        context._cache[key] = build()
-    return context._cache[key]
-
-
-def _seeded(build: Callable[[], Any]) -> Any:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        return build()
-
-
 def build_dino(spec: str) -> tuple[Any, str]:
     """(ViTModel without pooling layer, identity)."""
     from transformers import ViTConfig, ViTModel
 
-    if spec in ("random", "random_tiny"):
-        config = ViTConfig(**(DINO_VITB8 if spec == "random" else DINO_TINY))
-        model = _seeded(lambda: ViTModel(config, add_pooling_layer=False))
-        return model.eval(), f"{spec}:dino-vitb8-arch:seed{RANDOM_SEED}"
-    # DINO's LayerNorm eps is 1e-6 (the original timm blocks); keep it whatever the checkpoint's config says.
-    model = ViTModel.from_pretrained(spec, add_pooling_layer=False, layer_norm_eps=1e-6)
-    return model.eval(), f"pretrained:{spec}"
+    architectures = {"random": DINO_VITB8, "random_tiny": DINO_TINY}
+    model = load_network(
+        spec, "dino_vitb8", lambda s: ViTModel(ViTConfig(**architectures[s]), add_pooling_layer=False),
+        # DINO's LayerNorm eps is 1e-6 (the original timm blocks); keep it whatever the checkpoint's config says.
+        lambda source: ViTModel.from_pretrained(source, add_pooling_layer=False, layer_norm_eps=1e-6), RANDOM_SEED)
+    return model.eval(), _identity(spec, "dino-vitb8")
+
+
+def _identity(spec: str, arch: str) -> str:
+    return f"{spec}:{arch}-arch:seed{RANDOM_SEED}" if spec in RANDOM_SPECS else f"pretrained:{spec}"
 
 
 def last_layer_key_projection(model) -> torch.nn.Module:
@@ -82,18 +75,20 @@ def last_layer_key_projection(model) -> torch.nn.Module:
 def build_clip(spec: str) -> tuple[Any, Any, Any, str]:
     """(CLIPModel, tokenizer, PIL image processor, identity). The processor is the PIL one the reference's
     transformers version used (shorter side → 224 bicubic, centre crop 224, CLIP mean/std)."""
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-    if spec in ("random", "random_tiny"):
+    def random(spec: str) -> tuple[Any, Any, Any]:
         from harness.models.tokenizer import clip_tokenizer
 
         config = CLIPConfig(**(CLIP_VITL14 if spec == "random" else CLIP_TINY))
-        model = _seeded(lambda: CLIPModel(config))
-        return model.eval(), clip_tokenizer(), CLIPImageProcessorPil(), f"{spec}:clip-vit-l14-arch:seed{RANDOM_SEED}"
-    from transformers import CLIPTokenizer
+        return CLIPModel(config), clip_tokenizer(), CLIPImageProcessorPil()
 
-    return (CLIPModel.from_pretrained(spec).eval(), CLIPTokenizer.from_pretrained(spec),
-            CLIPImageProcessorPil.from_pretrained(spec), f"pretrained:{spec}")
+    def pretrained(source: str) -> tuple[Any, Any, Any]:
+        return (CLIPModel.from_pretrained(source), CLIPTokenizer.from_pretrained(source),
+                CLIPImageProcessorPil.from_pretrained(source))
+
+    model, tokenizer, processor = load_network(spec, "clip_vitl14", random, pretrained, RANDOM_SEED)
+    return model.eval(), tokenizer, processor, _identity(spec, "clip-vit-l14")
 
 
 def build_lpips_squeeze(backbone: str) -> tuple[Any, str]:
@@ -103,7 +98,7 @@ def build_lpips_squeeze(backbone: str) -> tuple[Any, str]:
     warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
     if backbone == "standard":
         return lpips.LPIPS(net="squeeze", version="0.1", verbose=False).eval(), "lpips-0.1:squeeze:torchvision-imagenet"
-    model = _seeded(lambda: lpips.LPIPS(net="squeeze", version="0.1", pnet_rand=True, verbose=False)).eval()
+    model = seeded(RANDOM_SEED, lambda: lpips.LPIPS(net="squeeze", version="0.1", pnet_rand=True, verbose=False)).eval()
     if backbone == "random":
         return model, f"lpips-0.1:squeeze:random-backbone-seed{RANDOM_SEED}"
     load_squeezenet_features(model.net, load_state_dict_file(backbone), Path(backbone).name)
@@ -123,17 +118,17 @@ def load_squeezenet_features(net: torch.nn.Module, state: dict[str, torch.Tensor
 
 def dino(context: MetricContext):
     spec = str(context.features.get("dino_vitb8", "facebook/dino-vitb8"))
-    return cached(context, ("dino_vitb8", spec), lambda: _to_device(build_dino(spec), context))
+    return context.shared(("dino_vitb8", spec), lambda: _to_device(build_dino(spec), context))
 
 
 def clip(context: MetricContext):
     spec = str(context.features.get("clip_vitl14", "openai/clip-vit-large-patch14"))
-    return cached(context, ("clip_vitl14", spec), lambda: _to_device(build_clip(spec), context))
+    return context.shared(("clip_vitl14", spec), lambda: _to_device(build_clip(spec), context))
 
 
 def lpips_squeeze(context: MetricContext):
     backbone = str(context.features.get("lpips_squeeze_backbone", "standard"))
-    return cached(context, ("lpips_squeeze", backbone), lambda: _to_device(build_lpips_squeeze(backbone), context))
+    return context.shared(("lpips_squeeze", backbone), lambda: _to_device(build_lpips_squeeze(backbone), context))
 
 
 def _to_device(built: tuple, context: MetricContext) -> tuple:
