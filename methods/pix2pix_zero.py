@@ -30,17 +30,25 @@ SD 1.4 (`model=sd14`), float32, 50 steps, guidance 7.5, cross-attention guidance
    - `inversion=direct` (Direct Inversion): after each step the reference branch gets the offset back onto
      the inversion trajectory (z*_{t−1} − its step) and the **edit branch gets the same offset** — the
      released script adds `noise_loss_list[i]` to the edited latent.
+6. **Output**: diffusers' `numpy_to_pil`, x·255 rounded (the P2P-style scripts truncate).
+
+Not reproduced bit for bit: LAVIS's BLIP weights and beam search may caption slightly differently from the
+transformers model (see `captioner.py`); the reference's posterior draw and roll offsets come from the global
+RNGs after `setup_seed(1234)`, which the seeded generators here match only if nothing else drew from them
+first (nothing does in the released script).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.diffusion.attention_control import CrossAttentionRecorder, controlled_attention
 from harness.diffusion.ddim_inversion import DDIMSchedule
+from harness.diffusion.latents import decode as decode_unit_float
 from harness.prompt import captioner
 from harness.prompt.editor import EditorFields, PromptEditor, timed
 from harness.registry import METHODS
@@ -195,6 +203,12 @@ class Pix2PixZero(PromptEditor):
     def make_schedule(self, models) -> DDIMSchedule:
         """`DDIMScheduler.from_config(SD 1.4's scheduler config)`: 981, 961, …, 1."""
         return DDIMSchedule.from_model_config(models.scheduler_config, self.config.steps)
+
+    def decode(self, latent: torch.Tensor) -> np.ndarray:
+        """diffusers' `decode_latents` + `numpy_to_pil`: ×255 *rounded* (half to even), where the P2P-style
+        scripts truncate."""
+        image = decode_unit_float(self.models.vae, latent)[0].permute(1, 2, 0).float().cpu().numpy()
+        return (image * 255).round().astype(np.uint8)
 
     def setup(self, models) -> None:
         super().setup(models)
