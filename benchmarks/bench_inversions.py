@@ -17,9 +17,9 @@ synchronised, after one warm-up image, for:
   what PnPInversion's released code spends;
 - `style_diffusion`: CLIP ViT-B/16 tokens (a random full-size encoder next to random SD weights) + DDIM
   inversion recording the 16×16 cross-attention maps + the per-step mapping-network optimisation
-  (⌈100·e^(−0.1·i)⌉ Adam iterations at step i, 1071 forward/backward UNet calls in all: random weights never
-  reach the early stop, so this is the worst case, about twice null-text's). The longest kind by far: run it
-  on its own with `--images 1` if a command has a time limit;
+  (⌈100·e^(−0.1·i)⌉ Adam iterations at step i, 1071 forward/backward UNet calls in all against null-text's
+  500: random weights never reach the early stop, so this is the worst case). The longest kind: run it on
+  its own with `--images 1` if a command has a time limit;
 - `pix2pix_zero`: Pix2Pix-Zero's inversion (50 UNet calls, each noise prediction regularised by 5 × (5
   auto-correlation + 1 KL) gradient steps).
 `--edits` times whole Pix2Pix-Zero edits per image (`pix2pix_zero:ddim`, `pix2pix_zero:direct`: BLIP
