@@ -30,7 +30,8 @@ from harness.types import EditResult, PromptEditSample
 @dataclass
 class P2PConfig(InversionFields, StyleDiffusionFields):
     # refine (as released) | replace (prompts with the same word count) | by_length (StyleDiffusion's
-    # script: replace when the prompts have the same number of characters, else refine)
+    # script: replace when the prompts have the same number of characters, else refine; equal lengths with
+    # different word counts fail the sample, as the reference's replacement mapper does)
     controller: str = "refine"
     cross_replace: float = 0.4
     self_replace: float = 0.6
