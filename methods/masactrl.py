@@ -42,7 +42,7 @@ class MasaCtrl(PromptEditor):
         source = sample.encode_source_prompt if c.source_prompt == "source" else ""
         latent = self.encode_image(sample)
         cond = self.conditioning(source, sample.encode_target_prompt)
-        inverted, t_inv = timed(self.invert, latent, cond)
+        inverted, t_inv = timed(self.invert, latent, cond, sample.image, seed)
         controller = MutualSelfAttention(c.start_step, c.start_layer, groups=2)
         sampled, t_edit = timed(sample_branches, self.models.unet, self.schedule, inverted,
                                 torch.cat([cond.source, cond.target]), c.guidance, controller)

@@ -3,6 +3,8 @@ torchmetrics' own classes (the ones the benchmark instantiates), torchmetrics' L
 with the same weights, and the reference's fused-qkv DINO self-similarity; plus the "nan" cases."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -224,3 +226,60 @@ def test_metric_ids_scales_and_families():
     better = {"pie_structure_distance": False, "pie_psnr_unedit_part": True, "pie_lpips_unedit_part": False,
               "pie_mse_unedit_part": False, "pie_ssim_unedit_part": True, "pie_clip_similarity_target_image": True}
     assert {m: METRICS.get(m).higher_is_better for m in better} == better
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from harness.metrics.__main__ import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_scores_a_pie_pair_with_a_png_or_rle_mask(tmp_path, capsys, context):
+    from PIL import Image
+
+    sample, edited = make_sample(box_mask())
+    for name, array in (("source.png", sample.image), ("edited.png", edited)):
+        Image.fromarray(array).save(tmp_path / name)
+    Image.fromarray(sample.mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    pair = ["--source", str(tmp_path / "source.png"), "--edited", str(tmp_path / "edited.png")]
+    code, out, _ = run_cli(capsys, "compute", "pie_psnr_unedit_part", *pair, "--mask", str(tmp_path / "mask.png"),
+                           "features=smoke")
+    assert code == 0
+    result = json.loads(out)
+    assert result["metric"] == "pie_psnr_unedit_part"
+    assert result["value"] == pytest.approx(value(context, "pie_psnr_unedit_part", sample, edited), rel=1e-6)
+    code, out, _ = run_cli(capsys, "compute", "pie_clip_similarity_target_image_edit_part", *pair,
+                           "--mask", str(tmp_path / "mask.png"), "features=smoke", "prompt=a red [ball] on a table",
+                           "target_prompt=a red [apple] on a table")
+    assert code == 0 and json.loads(out)["value"] == pytest.approx(
+        value(context, "pie_clip_similarity_target_image_edit_part", sample, edited), rel=1e-5)
+    # a PIE-Bench RLE (a mapping_file.json entry) decodes on 512×512 with the border forced to 1
+    big = np.zeros((512, 512, 3), np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    (tmp_path / "entry.json").write_text(json.dumps({"mask": [512 * 100 + 100, 50]}))
+    code, out, _ = run_cli(capsys, "compute", "pie_mse_edit_part", "--source", str(tmp_path / "big.png"),
+                           "--edited", str(tmp_path / "big.png"), "--mask", str(tmp_path / "entry.json"), "features=smoke")
+    assert code == 0 and json.loads(out)["value"] == 0.0
+
+
+@pytest.mark.parametrize("metric, extra, message", [
+    ("pie_psnr_unedit_part", [], "pie_psnr_unedit_part needs --mask"),
+    ("pie_clip_similarity_target_image", [], "needs target_prompt="),
+    ("pie_clip_similarity_target_image_edit_part", [], "needs --mask M.png and target_prompt="),
+    ("pie_clip_similarity_source_image", ["target_prompt=x"], "needs prompt="),
+    ("pie_mse_unedit_part", ["--mask", "{tmp}/edited.json"], "outside the 512x512 image"),
+    ("pie_mse_unedit_part", ["--mask", "{tmp}/small.png"], "--mask is 8x8, the source image 64x64"),
+])
+def test_cli_names_the_missing_or_bad_input(tmp_path, capsys, metric, extra, message):
+    from PIL import Image
+
+    sample, edited = make_sample(box_mask())
+    Image.fromarray(sample.image).save(tmp_path / "source.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "edited.json").write_text(json.dumps([10 ** 7, 3]))
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    code, _, err = run_cli(capsys, "compute", metric, "--source", str(tmp_path / "source.png"),
+                           "--edited", str(tmp_path / "source.png"), "features=smoke", *extra)
+    assert code == 2 and message in err

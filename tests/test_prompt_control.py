@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.diffusion.attention import transformer_blocks
-from harness.diffusion.attention_control import (AttentionController, MutualSelfAttention, ControlledAttnProcessor,
-                                                 controlled_attention)
+from harness.diffusion.attention_control import (AttentionController, ControlledAttnProcessor, CrossAttentionRecorder,
+                                                 MutualSelfAttention, controlled_attention)
 from harness.models.tokenizer import clip_tokenizer
 from harness.prompt.p2p_control import (BLEND_BLOCKS, LocalBlend, P2PController, refinement_mapper,
                                         replacement_mapper, token_weights, word_token_indices)
@@ -160,3 +160,20 @@ def test_controlled_processor_matches_diffusers_and_restores(tiny_models):
                 torch.testing.assert_close(unet(x, 500, encoder_hidden_states=ctx).sample, reference,
                                            atol=1e-5, rtol=1e-4)
     assert not isinstance(transformer_blocks(unet)[0].attn1.processor, ControlledAttnProcessor)
+
+
+def test_value_context_changes_only_the_cross_attention_values(tiny_models):
+    """StyleDiffusion's hook: `value_context` feeds `to_v` of every cross-attention; the attention maps (queries
+    and keys) stay those of the text, and passing the text itself changes nothing."""
+    unet = tiny_models.unet
+    g = torch.Generator().manual_seed(0)
+    x, ctx, other = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g), torch.randn(1, 77, 32, generator=g)
+    recorder = CrossAttentionRecorder(frozenset({0}))  # the first cross-attention sees no earlier values
+    with torch.no_grad(), controlled_attention(unet, recorder):
+        plain = unet(x, 500, encoder_hidden_states=ctx).sample
+        plain_map = recorder.maps.pop()
+        same = unet(x, 500, encoder_hidden_states=ctx, cross_attention_kwargs={"value_context": ctx}).sample
+        recorder.maps.clear()
+        moved = unet(x, 500, encoder_hidden_states=ctx, cross_attention_kwargs={"value_context": other}).sample
+        assert torch.equal(recorder.maps.pop(), plain_map)
+    assert torch.equal(same, plain) and not torch.allclose(moved, plain)

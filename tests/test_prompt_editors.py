@@ -1,5 +1,6 @@
-"""Every inversion × editor pair of DirectInversion's table runs on a tiny PIE-Bench fixture, and a whole
-PIE-Bench run (edit → score → report) goes through the harness with a test-only dataset."""
+"""Every inversion × editor pair of DirectInversion's table (the rows of reports/directinversion_pie.yaml, with
+their method configs) runs on a tiny PIE-Bench fixture, and a whole PIE-Bench run (edit → score → report)
+goes through the harness with a test-only dataset."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from harness.cli import run
@@ -14,38 +16,63 @@ from harness.config import compose
 from harness.data.base import DatasetLoader
 from harness.diffusion.attention import transformer_blocks
 from harness.diffusion.attention_control import ControlledAttnProcessor
+from harness.paths import PROJECT_ROOT
 from harness.registry import DATASETS, METHODS
+from harness.report.spec import load_spec
 from tests.pie_fixtures import pie_sample
 
-# the published table's pairs that are implemented (StyleDiffusion and Pix2Pix-Zero rows are published only)
-PUBLISHED_PAIRS = [("p2p", "ddim"), ("p2p", "null_text"), ("p2p", "negative_prompt"), ("p2p", "direct"),
-                   ("masactrl", "ddim"), ("masactrl", "direct"), ("pnp", "ddim"), ("pnp", "direct")]
+# every row of the published table (reports/directinversion_pie.yaml), with the row's method config
+PUBLISHED_ROWS = [(row.label, row.method, row.params) for row in load_spec(PROJECT_ROOT / "reports" / "directinversion_pie.yaml").rows]
+# settings that keep the tiny runs short; they never change what the row's fields select
+FAST = {"null_text": {"null_text_inner_steps": 1}, "style_diffusion": {"style_inner_steps": 2}}
 
 
 def build(name: str, inversion: str, models, **extra):
-    params = {"inversion": inversion, "steps": 2, **extra}
-    if inversion == "null_text":
-        params["null_text_inner_steps"] = 1
+    params = {"inversion": inversion, "steps": 2, **FAST.get(inversion, {}), **extra}
     method = METHODS.get(name).build(params)
     method.setup(models)
     return method
 
 
-@pytest.mark.parametrize("name, inversion", PUBLISHED_PAIRS)
-def test_published_pair_runs(tiny_models, name, inversion):
+def test_every_published_row_is_runnable():
+    assert len(PUBLISHED_ROWS) == 11 and all(method is not None for _, method, _ in PUBLISHED_ROWS)
+
+
+@pytest.mark.parametrize("label, name, params", PUBLISHED_ROWS, ids=[label for label, _, _ in PUBLISHED_ROWS])
+def test_published_pair_runs(tiny_models, label, name, params):
     sample = pie_sample()
-    result = build(name, inversion, tiny_models).edit(sample, seed=1234)
+    inversion = params["inversion"]
+    result = build(name, inversion, tiny_models, **{k: v for k, v in params.items() if k != "inversion"}).edit(sample, seed=1234)
     assert result.image.shape == sample.image.shape and result.image.dtype == np.uint8
     assert result.info["inversion"] == inversion and result.info["seed"] == 1234
     assert len(result.info["denoising_timesteps"]) == 2
-    assert set(result.timings) == {"inversion", "editing"}
-    json.dumps(result.info)  # records must be JSON-serialisable
+    assert {"inversion", "editing"} <= set(result.timings)
+    json.dumps(result.info, allow_nan=False)  # records must be JSON-serialisable
     if inversion == "direct" and name != "pnp":
         assert len(result.info["direct_offset_mean_abs"]) == 2
     # attention processors and feature hooks are restored after every edit
     unet = tiny_models.unet
     assert not isinstance(transformer_blocks(unet)[0].attn1.processor, ControlledAttnProcessor)
     assert not unet.up_blocks[1].resnets[1].conv2._forward_hooks
+
+
+@pytest.fixture
+def one_thread():
+    """Backpropagation through the tiny UNet is not bit-reproducible with several CPU threads: the input
+    gradient of a stride-2 convolution onto a 1×1 map (the tiny model's deepest downsampling of a 64² image)
+    varies between runs. One thread makes it exact."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name, inversion", [("p2p", "style_diffusion"), ("pix2pix_zero", "ddim"), ("pix2pix_zero", "direct")])
+def test_optimising_editors_are_deterministic(tiny_models, one_thread, name, inversion):
+    method = build(name, inversion, tiny_models)
+    a, b = method.edit(pie_sample(), 1234), method.edit(pie_sample(), 1234)
+    assert np.array_equal(a.image, b.image)
+    assert {k: v for k, v in a.info.items() if not k.endswith("_s")} == {k: v for k, v in b.info.items() if not k.endswith("_s")}
 
 
 def test_edits_are_deterministic_and_use_the_target_prompt(tiny_models):
@@ -69,10 +96,27 @@ def test_p2p_without_blend_words_and_replace_controller(tiny_models):
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="'inversion' must be one of ddim, direct"):
         METHODS.get("pnp").build({"inversion": "null_text"})
+    with pytest.raises(ValueError, match="'inversion' must be one of ddim, direct"):
+        METHODS.get("pix2pix_zero").build({"inversion": "style_diffusion"})
+    with pytest.raises(ValueError, match="'inversion' must be one of ddim, null_text, negative_prompt, direct, got"):
+        METHODS.get("masactrl").build({"inversion": "style_diffusion"})  # needs the style_* fields only p2p has
     with pytest.raises(ValueError, match="controller"):
         METHODS.get("p2p").build({"controller": "reweight"})
     with pytest.raises(ValueError, match="source_prompt"):
         METHODS.get("masactrl").build({"source_prompt": "target"})
+    with pytest.raises(ValueError, match="'prompt' must be caption or source"):
+        METHODS.get("pix2pix_zero").build({"prompt": "instruction"})
+
+
+def test_p2p_by_length_controller_and_store_key(tiny_models):
+    sample = pie_sample()  # "a red [ball] on a table" → "a red [apple] on a table": lengths differ
+    method = build("p2p", "ddim", tiny_models, controller="by_length", local_blend=False)
+    assert method.edit(sample, 1234).info["controller"] == "refine"
+    same = type(sample)(**{**sample.__dict__, "target_prompt": "a red [bell] on a table", "blended_words": ("ball", "bell")})
+    assert method.edit(same, 1234).info["controller"] == "replace"
+    # StyleDiffusion's fields are part of the store key only when it runs
+    assert not any(k.startswith("style_") for k in method.describe()["config"])
+    assert "style_inner_steps" in build("p2p", "style_diffusion", tiny_models).describe()["config"]
 
 
 def test_image_sides_must_be_multiples_of_8(tiny_models):

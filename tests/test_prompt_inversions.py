@@ -1,14 +1,20 @@
-"""DDIM arithmetic and the four inversions on the tiny model: Direct Inversion's exact source branch,
-null-text's lower reconstruction error, negative-prompt's unconditional embedding."""
+"""DDIM arithmetic and the five inversions on the tiny model: Direct Inversion's exact source branch,
+null-text's and StyleDiffusion's lower reconstruction error, negative-prompt's unconditional embedding,
+StyleDiffusion's mapping network, schedule and value plumbing."""
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import pytest
 import torch
 
 from harness.diffusion.attention_control import AttentionController, MutualSelfAttention
 from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
-from harness.prompt.inversion import Conditioning, NullTextSettings, direct_offsets, invert
+from harness.prompt import image_tokens
+from harness.prompt.inversion import Conditioning, Inverted, NullTextSettings, direct_offsets, invert
 from harness.prompt.sampler import sample_branches
+from harness.prompt.style_diffusion import MappingNetwork, StyleInputs, StyleSettings, ValueModulation, inner_iterations
 from harness.registry import METHODS
 from tests.pie_fixtures import pie_sample
 
@@ -48,7 +54,7 @@ def p2p_inputs(tiny_models):
 
 def test_direct_inversion_source_branch_reconstructs_the_input_latent_exactly(tiny_models, p2p_inputs):
     sample, method, latent, cond = p2p_inputs
-    inverted = method.invert(latent, cond)
+    inverted = method.invert(latent, cond, sample.image, 1234)
     assert inverted.hold_source and all(u is cond.null for u in inverted.uncond)
     contexts = torch.cat([cond.source, cond.target])
     p2p = method.controller(sample, sample.encode_source_prompt, sample.encode_target_prompt, tuple(latent.shape[-2:]))
@@ -103,3 +109,82 @@ def test_conditioning_is_bracket_free(p2p_inputs):
     sample, method, _, cond = p2p_inputs
     assert torch.equal(cond.source, method.models.encode_prompt("a red ball on a table"))
     assert isinstance(cond, Conditioning)
+
+
+@pytest.fixture
+def one_thread():
+    """StyleDiffusion backpropagates through the UNet, which is bit-reproducible on the CPU with one thread
+    only (see tests/test_prompt_editors.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def style_inputs(tiny_models, sample, **settings) -> StyleInputs:
+    encoder, identity = image_tokens.build_encoder("random_tiny", "cpu")
+    tokens = image_tokens.image_tokens(encoder, sample.image)
+    assert tokens.shape == (1, 197, 32) and tokens.dtype == torch.float32  # ViT-B/16 grid, all tokens
+    return StyleInputs(tiny_models.unet, tokens, StyleSettings(**settings), identity)
+
+
+def test_style_diffusion_mapping_network():
+    tokens = torch.randn(1, 197, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    network = MappingNetwork(197)
+    scale, shift = network(tokens)
+    assert scale.shape == shift.shape == (1, 77, 32)
+    # the reference never leaves training mode: BatchNorm always uses the statistics of its one input
+    assert torch.equal(network.eval()(tokens)[0], scale)
+    assert [inner_iterations(100, i) for i in (0, 1, 10, 49)] == [100, 91, 37, 1]
+
+
+def test_style_diffusion_optimisation_lowers_its_loss(tiny_models, p2p_inputs, one_thread):
+    sample, method, latent, cond = p2p_inputs
+    schedule = DDIMSchedule.p2p(2)
+    style = style_inputs(tiny_models, sample, inner_steps=5, lr=1e-3)
+    inverted = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5, style=style)
+    info = inverted.info
+    assert info["style_diffusion_iterations"] == [5, math.ceil(5 * math.exp(-0.1))]
+    first, last = info["style_diffusion_loss"][0]
+    assert last < first  # the loss before the last update is below the un-optimised network's
+    assert inverted.values.target_steps == 1 and len(inverted.values.affine) == 2
+    assert all(u is cond.null for u in inverted.uncond) and not inverted.hold_source
+    # recording the attention maps does not change the DDIM inversion itself
+    plain = ddim_invert(lambda x, t: method.eps(x, t, cond.source), latent, schedule)
+    for ours, theirs in zip(inverted.latents, plain):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    # the optimised values bring the guided source branch closer to the input than the initial network's
+    start = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5,
+                   style=style_inputs(tiny_models, sample, inner_steps=0))
+    assert start.info["style_diffusion_iterations"] == [0, 0] and start.info["style_diffusion_loss"] == [[], []]
+    assert (reconstruction_error(tiny_models.unet, schedule, inverted, cond, latent)
+            < reconstruction_error(tiny_models.unet, schedule, start, cond, latent))
+
+
+def test_style_diffusion_early_stop_and_missing_inputs(tiny_models, p2p_inputs):
+    sample, method, latent, cond = p2p_inputs
+    schedule = DDIMSchedule.p2p(2)
+    stopped = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5,
+                     style=style_inputs(tiny_models, sample, inner_steps=5, early_stop=1e9))
+    assert stopped.info["style_diffusion_iterations"] == [1, 1]
+    with pytest.raises(ValueError, match="needs the image tokens"):
+        invert("style_diffusion", method.eps, schedule, latent, cond, 7.5)
+
+
+def test_value_modulation_rows_and_sampler_plumbing(tiny_models, p2p_inputs):
+    _, method, latent, cond = p2p_inputs
+    g = torch.Generator().manual_seed(0)
+    scale, shift = torch.rand(1, 77, 32, generator=g) + 0.5, torch.randn(1, 77, 32, generator=g)
+    modulation = ValueModulation([(scale, shift)] * 3, target_steps=1)
+    contexts = torch.cat([cond.source, cond.target])
+    early, late = modulation.apply(0, contexts), modulation.apply(1, contexts)
+    torch.testing.assert_close(early, contexts * scale + shift)
+    assert torch.equal(late[0], early[0]) and torch.equal(late[1], contexts[1])  # the edit branch stops at τ_v
+    # identity values change nothing in the sampler; others do
+    inverted = invert("ddim", method.eps, method.schedule, latent, cond, 7.5)
+    identity = ValueModulation([(torch.ones(1, 77, 32), torch.zeros(1, 77, 32))] * 3, target_steps=3)
+    runs = [sample_branches(tiny_models.unet, method.schedule, dataclasses.replace(inverted, values=v), contexts, 7.5,
+                            AttentionController()).latents for v in (None, identity, modulation)]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+    assert isinstance(inverted, Inverted)

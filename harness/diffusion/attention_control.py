@@ -5,12 +5,19 @@ values*; all three do it per transformer block and per denoising step. One proce
 `ControlledAttnProcessor` computes q, k, v, hands them to the controller (`edit_qkv`), and only when the
 controller asks for the probabilities of this call (`needs_probs`) computes softmax(q·kᵀ·scale)
 explicitly and hands it over (`edit_probs`); otherwise it uses `scaled_dot_product_attention`.
+`CrossAttentionRecorder` only reads them (StyleDiffusion's and Pix2Pix-Zero's attention losses).
 
 Tensors reach the controller as (batch, heads, tokens, head_dim) and (batch, heads, queries, keys), so a
 controller indexes batch rows (branches, guidance halves) directly. The block index is the transformer
 block's position in execution order (`transformer_blocks`: down 0–5, mid 6, up 7–15), the layer numbering
 MasaCtrl's `start_layer` and PnP's injection layers use. The sampling loop sets `controller.step` before
 each UNet call, so controllers never count calls.
+
+A UNet call can pass `cross_attention_kwargs={"value_context": ctx}`: every cross-attention then computes
+its values from `ctx` (same shape as `encoder_hidden_states`) while queries and keys still see the text.
+StyleDiffusion feeds its image-mapped embedding to the values this way; diffusers hands the keyword to
+every attention processor of the call, so it is a named parameter of the processor (diffusers drops
+keywords a processor does not name).
 """
 from __future__ import annotations
 
@@ -50,19 +57,21 @@ class ControlledAttnProcessor:
         self.controller, self.block, self.is_cross = controller, block, is_cross
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 value_context: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
             raise NotImplementedError("ControlledAttnProcessor supports the SD transformer-block attention only "
                                       "(3-D tokens, no masks, no spatial or group norm)")
         batch = hidden_states.shape[0]
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        values_from = context if encoder_hidden_states is None or value_context is None else value_context
         if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
+            context, values_from = attn.norm_encoder_hidden_states(context), attn.norm_encoder_hidden_states(values_from)
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
 
-        q, k, v = heads(attn.to_q(hidden_states)), heads(attn.to_k(context)), heads(attn.to_v(context))
+        q, k, v = heads(attn.to_q(hidden_states)), heads(attn.to_k(context)), heads(attn.to_v(values_from))
         c = self.controller
         q, k, v = c.edit_qkv(self.block, self.is_cross, q, k, v)
         if c.needs_probs(self.block, self.is_cross):
@@ -91,6 +100,23 @@ def controlled_attention(unet, controller: AttentionController) -> Iterator[Atte
     finally:
         for attn, processor in saved:
             attn.set_processor(processor)
+
+
+class CrossAttentionRecorder(AttentionController):
+    """Keeps the cross-attention probabilities of one UNet call, in execution order, for the transformer
+    blocks in `blocks` (all when None), without changing them. Under autograd the maps keep their history:
+    StyleDiffusion and Pix2Pix-Zero differentiate losses on them. The caller empties `maps` before a call."""
+
+    def __init__(self, blocks: frozenset[int] | None = None) -> None:
+        self.blocks = blocks
+        self.maps: list[torch.Tensor] = []
+
+    def needs_probs(self, block: int, is_cross: bool) -> bool:
+        return is_cross and (self.blocks is None or block in self.blocks)
+
+    def edit_probs(self, block: int, is_cross: bool, probs: torch.Tensor) -> torch.Tensor:
+        self.maps.append(probs)
+        return probs
 
 
 class MutualSelfAttention(AttentionController):

@@ -1,11 +1,21 @@
 """Score one pair by hand:
 
-    python -m harness.metrics compute <metric-id> --source A.png --edited B.png [--points P] [key=value ...]
+    python -m harness.metrics compute <metric-id> --source A.png --edited B.png [--points P] [--mask M] [key=value ...]
 
-`--points` is a JSON file or inline JSON: `{"handles": [[x, y], ...], "targets": [[x, y], ...]}` or the
-interleaved DragBench list `[[hx, hy], [tx, ty], ...]`. `key=value` pairs: `prompt=...`,
-`features=standard|smoke|random_sd21` (default `standard`: the published networks), `lpips_backbone=...`,
-`dift_model=<model config name>`, `seed=42`, `device=cpu|cuda`. Prints one JSON object.
+The sample is built for the metric's family. Drag metrics: `--points` is a JSON file or inline JSON:
+`{"handles": [[x, y], ...], "targets": [[x, y], ...]}` or the interleaved DragBench list
+`[[hx, hy], [tx, ty], ...]`; `prompt=...`. PIE-Bench (prompt) metrics:
+
+    python -m harness.metrics compute pie_psnr_unedit_part --source A.png --edited B.png --mask M.png \
+        prompt="a cat" target_prompt="a [dog]"
+
+`--mask` is a PNG (nonzero = the edited region, used as is) or a PIE-Bench RLE as JSON (the list, or a
+`mapping_file.json` entry with a `mask` field; decoded on 512×512 with the border forced to 1, as the
+dataset loader does); `prompt` is the source prompt, `target_prompt` the editing prompt (`[ ]` markers are
+removed before encoding). A metric that reads a field names the missing flag. Other `key=value` pairs:
+`features=standard|smoke|random_sd21` (default `standard`: the published networks), any field of that
+features config (`lpips_backbone=...`, `clip_vitl14=...`, `dino_vitb8=...`, `seed=42`, ...),
+`dift_model=<model config name>`, `device=cpu|cuda`. Prints one JSON object.
 `python -m harness.metrics list` prints the metric ids.
 
 Set-level metrics (`fid@pbe`, `fid_inception@pbe`) compare two folders of images instead:
@@ -58,28 +68,72 @@ def parse_points(text: str | None) -> tuple[np.ndarray, np.ndarray]:
     return handles, targets
 
 
+def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """Bool H×W edit mask from a PNG (nonzero in any channel = edited) or a PIE-Bench RLE JSON file."""
+    from harness.data.base import DataError
+    from harness.data.pie_bench import MASK_SHAPE, decode_rle
+
+    if not Path(path).is_file():
+        raise ValueError(f"--mask file not found: {path}")
+    if Path(path).suffix.lower() == ".json":
+        data = json.loads(Path(path).read_text())
+        rle = data.get("mask") if isinstance(data, dict) else data
+        try:
+            mask = decode_rle(rle, MASK_SHAPE, where=f"--mask {path}")
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+    else:
+        mask = _read_image(path, "mask").any(axis=-1)
+    if mask.shape != shape:
+        raise ValueError(f"--mask is {mask.shape[1]}x{mask.shape[0]}, the source image {shape[1]}x{shape[0]}"
+                         + (" (PIE-Bench RLE masks are 512x512)" if Path(path).suffix.lower() == ".json" else ""))
+    return mask
+
+
+FLAGS = {"mask": "--mask M.png", "prompt": "prompt=...", "target_prompt": "target_prompt=..."}
+
+
+def build_sample(metric_cls, source: np.ndarray, handles: np.ndarray, targets: np.ndarray, mask: np.ndarray | None,
+                 prompts: dict[str, str]):
+    """The sample type of the metric's family, after checking the fields the metric reads are given."""
+    from harness.types import DragSample, PromptEditSample
+
+    given = {"mask": mask is not None, **{k: k in prompts for k in ("prompt", "target_prompt")}}
+    missing = [FLAGS[name] for name in metric_cls.inputs if not given[name]]
+    if missing:
+        raise ValueError(f"{metric_cls.id} needs {' and '.join(missing)}")
+    if "drag" in metric_cls.families:
+        h, w = source.shape[:2]
+        return DragSample(sample_id="cli/pair/0", image=source, prompt=prompts.get("prompt", ""), handles=handles,
+                          targets=targets, mask=np.ones((h, w), bool) if mask is None else mask)
+    if "prompt" in metric_cls.families:
+        return PromptEditSample(sample_id="cli/pair/0", image=source, source_prompt=prompts.get("prompt", ""),
+                                target_prompt=prompts.get("target_prompt", ""), mask=mask)
+    raise ValueError(f"{metric_cls.id} scores {'/'.join(metric_cls.families)} samples; `compute` builds drag and prompt "
+                     "samples only (score exemplar runs through the harness)")
+
+
 def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.ndarray, targets: np.ndarray,
-            options: dict[str, str]) -> dict[str, Any]:
+            options: dict[str, str], mask_path: str | None = None) -> dict[str, Any]:
     from harness.config import compose
     from harness.metrics.base import MetricContext
     from harness.registry import METRICS
-    from harness.types import DragSample
 
+    cls = METRICS.get(metric_id)
     overrides = [f"features={options.pop('features', 'standard')}"]
     if "dift_model" in options:
         overrides.append(f"model@features.dift_model={options.pop('dift_model')}")
     features = compose(overrides)["features"]
-    for key in ("lpips_backbone", "seed"):
-        if key in options:
-            features[key] = options.pop(key)
+    for key in [k for k in options if k in features]:
+        features[key] = options.pop(key)
     device = options.pop("device", "auto")
-    prompt = options.pop("prompt", "")
+    prompts = {k: options.pop(k) for k in ("prompt", "target_prompt") if k in options}
     if options:
-        raise SystemExit(f"error: unknown option(s) {sorted(options)}; valid: prompt, features, lpips_backbone, dift_model, seed, device")
-    metric = METRICS.get(metric_id)(MetricContext(features, device=device))
-    h, w = source.shape[:2]
-    sample = DragSample(sample_id="cli/pair/0", image=source, prompt=prompt, handles=handles, targets=targets,
-                        mask=np.ones((h, w), bool))
+        raise SystemExit(f"error: unknown option(s) {sorted(options)}; valid: prompt, target_prompt, features, "
+                         f"dift_model, device, or a field of the features config ({', '.join(sorted(features))})")
+    mask = read_mask(mask_path, source.shape[:2]) if mask_path else None
+    sample = build_sample(cls, source, handles, targets, mask, prompts)
+    metric = cls(MetricContext(features, device=device))
     value = metric.compute(sample, edited, {})
     return {"metric": metric_id, "value": value.value, "weight": value.weight, "settings": metric.settings()}
 
@@ -119,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", required=True)
     p.add_argument("--edited", required=True)
     p.add_argument("--points", default=None)
+    p.add_argument("--mask", default=None, help="edit mask: PNG (nonzero = edited) or PIE-Bench RLE JSON")
     p.add_argument("options", nargs="*", help="key=value")
     args, extra = parser.parse_known_args(argv)
     from harness.registry import METRICS, UnknownNameError
@@ -138,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
             handles, targets = parse_points(args.points)
-            result = compute(args.metric, source, edited, handles, targets, options)
+            result = compute(args.metric, source, edited, handles, targets, options, args.mask)
     except (UnknownNameError, OSError, ValueError, RuntimeError) as exc:  # missing weights or files, bad inputs
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,9 @@ class Metric:
     aggregation: ClassVar[str] = "mean"
     table_scale: ClassVar[float] = 1.0
     uses_output: ClassVar[bool] = True  # False for metrics read from the run record (time, memory)
+    # sample fields `compute` reads besides the image (`mask`, `prompt`, `target_prompt`): the metrics CLI
+    # asks for the matching flag before loading any network
+    inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: "MetricContext") -> None:
         self.context = context

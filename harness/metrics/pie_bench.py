@@ -102,6 +102,7 @@ class RegionMetric(PieMetric):
     """A full-image metric on images multiplied by the unedited part (1 − mask) or the edited part (mask)."""
 
     part: ClassVar[str] = "unedit"
+    inputs = ("mask",)
 
     def keep(self, sample: PromptEditSample) -> np.ndarray | MetricValue:
         mask = sample_mask(sample)
@@ -217,6 +218,8 @@ class ClipSimilarity(PieMetric):
                 "dtype": "float32"}
 
 
-_register(ClipSimilarity, "pie_clip_similarity_target_image", image="edited")
-_register(ClipSimilarity, "pie_clip_similarity_target_image_edit_part", image="edited_mask")
-_register(ClipSimilarity, "pie_clip_similarity_source_image", image="source", uses_output=False, higher_is_better=False)
+_register(ClipSimilarity, "pie_clip_similarity_target_image", image="edited", inputs=("target_prompt",))
+_register(ClipSimilarity, "pie_clip_similarity_target_image_edit_part", image="edited_mask",
+          inputs=("mask", "target_prompt"))
+_register(ClipSimilarity, "pie_clip_similarity_source_image", image="source", uses_output=False, higher_is_better=False,
+          inputs=("prompt",))

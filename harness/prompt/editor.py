@@ -1,8 +1,13 @@
 """What every PIE-Bench editor shares: config fields, latents in and out, prompts, the inversion call.
 
+StyleDiffusion's knobs (`StyleDiffusionFields`, named `style_*`) matter only to `inversion=style_diffusion`;
+they are left out of the run-store key of every other inversion, so that adding them kept the keys of
+existing runs.
+
 The reference scripts encode with the VAE posterior mean (`latent_dist.mean`), decode by truncating
-x·255 and never draw random numbers, so the per-image seed (1234 in the PIE-Bench scripts,
-`setup_seed` before every image) does not change their outputs; it is still recorded.
+x·255 and draw no random numbers, so the per-image seed (1234 in the PIE-Bench scripts, `setup_seed`
+before every image) does not change their outputs; it is still recorded. The exception is StyleDiffusion,
+whose mapping network is initialised from the seed.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import torch
 from harness.diffusion.ddim_inversion import DDIMSchedule
 from harness.diffusion.latents import decode_to_uint8, encode
 from harness.method import EditMethod
+from harness.prompt import image_tokens
 from harness.prompt.inversion import INVERSIONS, Conditioning, Inverted, NullTextSettings, invert
+from harness.prompt.style_diffusion import StyleInputs, StyleSettings
 from harness.prompt.sampler import Sampled
 from harness.types import PromptEditSample
 
@@ -25,7 +32,7 @@ from harness.types import PromptEditSample
 class EditorFields:
     """Config fields common to the editors: the inversion and the guided DDIM walk."""
 
-    inversion: str = "ddim"  # ddim | null_text | negative_prompt | direct (each editor lists what it supports)
+    inversion: str = "ddim"  # ddim | null_text | negative_prompt | direct | style_diffusion (each editor lists what it supports)
     steps: int = 50
     guidance: float = 7.5
 
@@ -39,9 +46,21 @@ class InversionFields(EditorFields):
     null_text_early_stop: float = 1e-5
 
 
+@dataclass
+class StyleDiffusionFields:
+    """`inversion=style_diffusion` (harness/prompt/style_diffusion.py), PnPInversion's defaults."""
+
+    style_inner_steps: int = 100  # num_inner_steps: Adam iterations at step 0, ⌈n·e^(−0.1·i)⌉ at step i
+    style_lr: float = 1e-2  # × (1 − i/100) at step i
+    style_early_stop: float = 1e-5  # + i·2e−5
+    style_value_replace: float = 0.5  # τ_v: share of the steps in which the edit branch uses the mapped values
+    style_image_encoder: str = "openai/clip-vit-base-patch16"  # hub id | local dir | random | random_tiny
+
+
 class PromptEditor(EditMethod):
     families = ("prompt",)
-    inversions: ClassVar[tuple[str, ...]] = INVERSIONS
+    # StyleDiffusion also needs `StyleDiffusionFields`: editors that carry them list it (p2p)
+    inversions: ClassVar[tuple[str, ...]] = tuple(k for k in INVERSIONS if k != "style_diffusion")
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -52,6 +71,8 @@ class PromptEditor(EditMethod):
     def setup(self, models) -> None:
         self.models = models
         self.schedule = self.make_schedule(models)
+        if self.config.inversion == "style_diffusion":
+            self.style_encoder_spec = image_tokens.resolve_spec(self.config.style_image_encoder, models)
 
     def make_schedule(self, models) -> DDIMSchedule:
         """Prompt-to-Prompt/MasaCtrl's own DDIM scheduler (980 … 0); PnP overrides."""
@@ -60,12 +81,14 @@ class PromptEditor(EditMethod):
     def eps(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
         return self.models.unet(x, t, encoder_hidden_states=context).sample
 
-    def encode_image(self, sample: PromptEditSample) -> torch.Tensor:
+    def encode_image(self, sample: PromptEditSample, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The posterior mean, or with `generator` a posterior sample (Pix2Pix-Zero's `latent_dist.sample()`)."""
         h, w = sample.image.shape[:2]
         if h % 8 or w % 8:
             raise ValueError(f"{sample.sample_id}: image is {w}×{h}; prompt editors need sides divisible by 8 "
                              "(PIE-Bench images are 512×512)")
-        return encode(self.models.vae, sample.image, None, self.models.dtype, mode="mode")
+        mode = "mode" if generator is None else "sample"
+        return encode(self.models.vae, sample.image, generator, self.models.dtype, mode=mode)
 
     def decode(self, latent: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(decode_to_uint8(self.models.vae, latent))
@@ -74,18 +97,39 @@ class PromptEditor(EditMethod):
         m = self.models
         return Conditioning(m.encode_prompt(source), m.encode_prompt(target), m.encode_prompt(""))
 
-    def invert(self, latent: torch.Tensor, cond: Conditioning) -> Inverted:
+    def invert(self, latent: torch.Tensor, cond: Conditioning, image: np.ndarray, seed: int) -> Inverted:
+        """`image` (uint8) and `seed` matter to StyleDiffusion only: its mapping network sees the image's CLIP
+        tokens and is initialised from `seed`."""
         c = self.config
         settings = NullTextSettings(c.null_text_inner_steps, c.null_text_lr, c.null_text_early_stop)
-        return invert(c.inversion, self.eps, self.schedule, latent, cond, c.guidance, settings)
+        style = self.style_inputs(image, seed) if c.inversion == "style_diffusion" else None
+        return invert(c.inversion, self.eps, self.schedule, latent, cond, c.guidance, settings, style)
+
+    def style_inputs(self, image: np.ndarray, seed: int) -> StyleInputs:
+        c, m, spec = self.config, self.models, self.style_encoder_spec
+        encoder, identity = image_tokens.build_encoder(spec, str(m.device))
+        tokens = image_tokens.image_tokens(encoder, image).to(m.device)
+        width = m.text_encoder.config.hidden_size
+        if tokens.shape[-1] != width:
+            raise ValueError(f"method {self.name!r}: style_image_encoder {spec!r} gives {tokens.shape[-1]}-wide tokens, "
+                             f"but the text embeddings are {width} wide (StyleDiffusion multiplies them element-wise)")
+        settings = StyleSettings(c.style_inner_steps, c.style_lr, c.style_early_stop, c.style_value_replace, seed)
+        return StyleInputs(m.unet, tokens, settings, identity)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.config.inversion != "style_diffusion":
+            out["config"] = {k: v for k, v in out["config"].items() if not k.startswith("style_")}
+        return out
 
     def base_info(self, seed: int, inverted: Inverted, sampled: Sampled) -> dict[str, Any]:
         """Provenance of one edit: the inversion, its per-step work (null-text Adam iterations, Direct
         Inversion's offset sizes) and the timesteps."""
         info: dict[str, Any] = {"inversion": self.config.inversion, "seed": seed,
                                 "denoising_timesteps": self.schedule.timesteps}
-        if "null_text_iterations" in inverted.info:
-            info["null_text_iterations"] = inverted.info["null_text_iterations"]
+        for key in ("null_text_iterations", "style_diffusion_iterations", "style_diffusion_loss", "style_diffusion_encoder"):
+            if key in inverted.info:
+                info[key] = inverted.info[key]
         if sampled.source_offsets:
             info["direct_offset_mean_abs"] = [float(o.abs().mean()) for o in sampled.source_offsets]
         return info

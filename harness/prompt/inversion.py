@@ -1,6 +1,6 @@
 """Inversions for prompt editing, as components any two-branch editor can use (protocols.md §4.3–§4.4).
 
-All four start from plain DDIM inversion of the VAE latent conditioned on the source prompt with guidance 1
+All five start from plain DDIM inversion of the VAE latent conditioned on the source prompt with guidance 1
 (`ddim_invert`) and differ in what they hand to the guided sampler:
 
 | kind | unconditional embedding per step | source branch |
@@ -9,6 +9,7 @@ All four start from plain DDIM inversion of the VAE latent conditioned on the so
 | `negative_prompt` (Miyake et al.) | the source prompt's embedding | guided reconstruction |
 | `null_text` (Mokady et al.) | optimised per step so that the guided step lands on z*_{t−1} | guided reconstruction |
 | `direct` (Ju et al., "PnP Inversion") | "" | held on z*_t: after each step it gets the offset z*_{t−1} − (its guided step) |
+| `style_diffusion` (Li et al.) | "" | guided reconstruction whose cross-attention values come from a per-step mapping of the image's CLIP tokens, optimised so that the step lands on z*_{t−1} (`style_diffusion.py`) |
 
 Null-text optimisation (PnPInversion `NullInversion`, as released): at step i, Adam on the unconditional
 embedding (initialised from step i−1's result) with lr = `lr`·(1 − i/100) for at most `inner_steps`
@@ -35,11 +36,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
+from harness.prompt import style_diffusion
+from harness.prompt.style_diffusion import ValueModulation
 
 # eps(x, t, context) → predicted noise; context is (batch, 77, C) text embeddings
 CondEpsFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
-INVERSIONS = ("ddim", "null_text", "negative_prompt", "direct")
+INVERSIONS = ("ddim", "null_text", "negative_prompt", "direct", "style_diffusion")
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,15 @@ class Inverted:
 
     `latents[k]` is z* after k inversion steps (`latents[-1]` starts the denoising); `uncond[i]` is the
     unconditional embedding of denoising step i; `hold_source` (Direct Inversion) keeps the source branch on
-    the inversion trajectory.
+    the inversion trajectory; `values` (StyleDiffusion) gives the text-conditioned rows' cross-attention
+    values per step.
     """
 
     kind: str
     latents: list[torch.Tensor]
     uncond: list[torch.Tensor]
     hold_source: bool = False
+    values: ValueModulation | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,14 +89,21 @@ def guided_eps(eps_fn: CondEpsFn, x: torch.Tensor, t: int, uncond: torch.Tensor,
 
 
 def invert(kind: str, eps_fn: CondEpsFn, schedule: DDIMSchedule, latent: torch.Tensor, cond: Conditioning,
-           guidance: float, null_text: NullTextSettings = NullTextSettings()) -> Inverted:
-    """Run inversion `kind` (one of `INVERSIONS`) on a VAE latent."""
+           guidance: float, null_text: NullTextSettings = NullTextSettings(),
+           style: style_diffusion.StyleInputs | None = None) -> Inverted:
+    """Run inversion `kind` (one of `INVERSIONS`) on a VAE latent; `style_diffusion` needs `style`."""
     if kind not in INVERSIONS:
         raise ValueError(f"unknown inversion {kind!r}; valid: {', '.join(INVERSIONS)}")
+    steps = schedule.steps
     start = time.perf_counter()
+    if kind == "style_diffusion":
+        if style is None:
+            raise ValueError("inversion 'style_diffusion' needs the image tokens (style=StyleInputs)")
+        latents, values, info = style_diffusion.invert(schedule, latent, cond.source, cond.null, guidance, style)
+        info["total_s"] = time.perf_counter() - start
+        return Inverted(kind, latents, [cond.null] * steps, values=values, info=info)
     latents = ddim_invert(lambda x, t: eps_fn(x, t, cond.source), latent, schedule)
     info: dict[str, Any] = {"ddim_s": time.perf_counter() - start}
-    steps = schedule.steps
     if kind == "negative_prompt":
         uncond = [cond.source] * steps
     elif kind == "null_text":

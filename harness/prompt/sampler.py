@@ -5,7 +5,8 @@ step is one UNet call on [uncond × branches; cond × branches] (rows u_src, u_t
 attention controller sees both branches of each guidance half side by side. After the DDIM step the
 Direct Inversion's offset is applied to branch 0 (it is set to z*_{t−1}; see `harness.prompt.inversion`),
 then the controller's step callback runs (Prompt-to-Prompt's LocalBlend), in that order, as in the
-reference.
+reference. A StyleDiffusion inversion also hands over the cross-attention values of the text-conditioned
+rows for each step (`Inverted.values`); the unconditional rows keep their embedding.
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def sample_branches(unet, schedule: DDIMSchedule, inverted: Inverted, contexts: 
         for i, t in enumerate(schedule.timesteps):
             controller.step = i
             uncond = inverted.uncond[i].expand(branches, -1, -1)
-            eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, contexts])).sample.chunk(2)
+            kwargs = {}
+            if inverted.values is not None:
+                kwargs["cross_attention_kwargs"] = {"value_context": torch.cat([uncond, inverted.values.apply(i, contexts)])}
+            eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, contexts]), **kwargs).sample.chunk(2)
             x = schedule.step(eps_u + guidance * (eps_c - eps_u), t, x)
             if inverted.hold_source:
                 on_trajectory = inverted.latents[n - i - 1]
