@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import environment, print_table, sync, write_result  # noqa: E402
+from benchmarks.common import environment, harness_runtime, print_table, sync, write_result  # noqa: E402
 from harness.models import load_models  # noqa: E402
 from harness.registry import METHODS  # noqa: E402
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
+    harness_runtime()
     size = 64 if args.smoke else args.size
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
                  {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})

@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import print_table, sync, time_fn, write_result  # noqa: E402
+from benchmarks.common import harness_runtime, print_table, sync, time_fn, write_result  # noqa: E402
 from harness.metrics.clip_vit import ClipImageEmbedding  # noqa: E402
 from harness.metrics.frechet import embed_files, embed_tensors, frechet_distance, statistics  # noqa: E402
 from harness.metrics.inception import InceptionPool3  # noqa: E402
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--fid-images", type=int, default=1000, help="512² PNG files embedded per network")
     parser.add_argument("--num-workers", type=int, default=8)
     args = parser.parse_args()
+    harness_runtime()
     size = 64 if args.smoke else args.size
     repeat, warmup = (2, 1) if args.smoke else (args.repeat, 2)
     device = "cpu" if args.smoke else "cuda"

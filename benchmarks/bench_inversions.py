@@ -44,6 +44,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.common import harness_runtime  # noqa: E402
 from harness.config import compose  # noqa: E402
 from harness.diffusion.ddim_inversion import DDIMSchedule  # noqa: E402
 from harness.diffusion.latents import encode  # noqa: E402
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny model, 64×64, 3 steps, 1 image (CPU check)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inversions_<model>.json)")
     args = parser.parse_args(argv)
+    harness_runtime()
     if args.smoke:
         args.model, args.size, args.steps, args.images, args.null_text_inner_steps = "tiny", 64, 3, 1, 2
         args.style_inner_steps = 2

@@ -19,8 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
 from benchmarks.bench_regiondrag import count_flops, synthetic_sample  # noqa: E402
-from benchmarks.common import matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
+from benchmarks.common import harness_runtime, matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
 from harness.data.base import Dataset, DatasetLoader  # noqa: E402
 from harness.metrics.base import MetricContext  # noqa: E402
 from harness.registry import DATASETS, METRICS  # noqa: E402
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--no-variants", action="store_true", help="skip the DIFT variant comparison")
     args = parser.parse_args()
+    harness_runtime()
     size, n = (64, 2) if args.smoke else (512, args.samples)
     dift_model = ({"name": "tiny_sd21", "source": "random", "arch": "tiny_sd21", "dtype": "float16"} if args.smoke else
                   {"name": "random_sd21", "source": "random", "arch": "sd21", "dtype": "float16"})

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--no-cudnn-attention", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
+    parser.add_argument("--cudnn-attention", action="store_true", help="allow cuDNN SDPA (the harness's cudnn_attention=true)")
     args = parser.parse_args(argv)
     cold: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     import diffusers
     del diffusers  # imported only to time the import, part of every cold start
     cold["import_torch_diffusers_s"] = time.perf_counter() - t0
-    torch.backends.cuda.enable_cudnn_sdp(not args.no_cudnn_attention)
+    from benchmarks.common import harness_runtime, print_table, write_result
+
+    harness_runtime(args.cudnn_attention)
     cold["cuda_init_s"] = timed(lambda: torch.zeros(1, device="cuda") if torch.cuda.is_available() else None)
 
     from benchmarks.bench_regiondrag import synthetic_sample
-    from benchmarks.common import print_table, write_result
     from harness.metrics.base import MetricContext
     from harness.models import load_models
     from harness.registry import METRICS
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table([{"what": k, "first_s": v} for k, v in cold.items()])
     print_table(rows)
     payload = {"cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "cold_start": cold, "new_sizes": rows, "model": models.describe(), "dift_model": dift_model}
-    print(f"wrote {write_result('new_shapes' + ('-no_cudnn_attention' if args.no_cudnn_attention else ''), payload, args.smoke, args.out)}")
+    print(f"wrote {write_result('new_shapes' + ('-cudnn_attention' if args.cudnn_attention else ''), payload, args.smoke, args.out)}")
     return payload
 
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
+from benchmarks.common import harness_runtime, matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
 from harness.models import load_models  # noqa: E402
 from harness.regions import regions_to_dense_points  # noqa: E402
 from harness.types import DragSample, RegionPair  # noqa: E402
@@ -116,9 +116,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
     parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
-    parser.add_argument("--no-cudnn-attention", action="store_true", help="torch.backends.cuda.enable_cudnn_sdp(False)")
+    parser.add_argument("--cudnn-attention", action="store_true", help="allow cuDNN SDPA (the harness's cudnn_attention=true)")
     args = parser.parse_args()
-    torch.backends.cuda.enable_cudnn_sdp(not args.no_cudnn_attention)
+    harness_runtime(args.cudnn_attention)
     size = 64 if args.smoke else args.size
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
                  {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda",
@@ -178,7 +178,7 @@ def main() -> None:
     for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
         if key in payload:
             print(f"{key}: {payload[key]}")
-    tag = ("-channels_last" if args.channels_last else "") + ("-no_cudnn_attention" if args.no_cudnn_attention else "")
+    tag = ("-channels_last" if args.channels_last else "") + ("-cudnn_attention" if args.cudnn_attention else "")
     print(f"wrote {write_result('regiondrag' + tag, payload, args.smoke)}")
 
 

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import print_table, time_fn, write_result  # noqa: E402
+from benchmarks.common import harness_runtime, print_table, time_fn, write_result  # noqa: E402
 from harness.diffusion.graphs import GraphedCall  # noqa: E402
 from harness.models import load_models  # noqa: E402
 
@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
+    harness_runtime()
     m = load_models({"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
     x = torch.randn(1, 4, 64, 64, device="cuda", dtype=torch.float16)
     t = torch.tensor(500, device="cuda")

@@ -14,6 +14,14 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def harness_runtime(cudnn_attention: bool = False) -> None:
+    """The process-wide kernel settings `python -m harness` applies by default (harness/determinism.py),
+    so a benchmark measures what a run does."""
+    from harness.determinism import configure_attention
+
+    configure_attention(cudnn_attention)
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()

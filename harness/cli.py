@@ -25,6 +25,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     container = OmegaConf.to_container(cfg, resolve=True)
     # First, before anything touches CUDA: cuBLAS reads its workspace setting once per process.
+    determinism.configure_attention(bool(container.get("cudnn_attention", False)))
     determinism_state = determinism.configure(bool(container.get("deterministic", False)))
     out_dir = Path(container["out_dir"]).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,13 @@ kernels and cuBLAS's workspace reuse make results vary between runs; `determinis
 
 Even then bit-identity holds only on the same GPU model with the same driver and library versions.
 Deterministic kernels can be slower, so timing runs should leave the option off and say so.
+
+`cudnn_attention` (default false) chooses whether PyTorch may run scaled-dot-product attention through
+cuDNN. On an H100 cuDNN attention is ~3% faster per call in steady state, but it builds a plan for every
+new shape (0.6–0.7 s for the first call, benchmarks/NOTES.md) and adds host time to each eager call;
+DragBench-D alone has 53 image sizes. Without it PyTorch takes FlashAttention or memory-efficient
+attention. The choice changes fp16 rounding only; it is recorded with every sample (`state()`), not
+part of the store key (like the cuDNN determinism flags).
 """
 from __future__ import annotations
 
@@ -33,6 +40,13 @@ def configure(deterministic: bool) -> dict[str, Any]:
     return dict(requested=bool(deterministic), **state())
 
 
+def configure_attention(cudnn: bool) -> None:
+    """Allow or forbid cuDNN scaled-dot-product attention for this process (see the module docstring)."""
+    import torch
+
+    torch.backends.cuda.enable_cudnn_sdp(bool(cudnn))
+
+
 def state() -> dict[str, Any]:
     """The determinism-relevant settings of this process as they are now."""
     import torch
@@ -45,5 +59,6 @@ def state() -> dict[str, Any]:
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
         "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "cudnn_attention": bool(torch.backends.cuda.cudnn_sdp_enabled()),
         "cpu_threads": torch.get_num_threads(),
     }

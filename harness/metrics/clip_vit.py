@@ -54,7 +54,7 @@ def build_clip_vit_b32(source: str, seed: int = 0) -> tuple[torch.nn.Module, str
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     architectures = {"random": VIT_B32, "random_tiny": VIT_B32_TINY}
-    model = load_network(source, "clip_vit_b32",
+    model = load_network(source, "features.clip_vit_b32",
                          lambda spec: CLIPVisionModelWithProjection(CLIPVisionConfig(**architectures[spec])),
                          CLIPVisionModelWithProjection.from_pretrained, seed)
     if source == "random":

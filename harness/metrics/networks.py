@@ -1,9 +1,13 @@
-"""Loading the metrics' transformers networks: one grammar for `features.<field>`, one place for its errors.
+"""Loading the auxiliary transformers networks: one grammar for the settings that name them, one place for
+their errors.
 
 The CLIP networks are CLIP ViT-B/32 (`clip_vit.py`: Paint-by-Example's FID/CLIP/QS metrics, the vision tower
 with its projection, `CLIPVisionModelWithProjection`) and CLIP ViT-L/14 (`pie_networks.py`: PIE-Bench's
 CLIP scores, the full `CLIPModel` with tokenizer and image processor); DINO ViT-B/8 (`pie_networks.py`) is
-loaded the same way. All three come through transformers, and their `features` field takes:
+loaded the same way, and so are the prompt editors' helpers: StyleDiffusion's CLIP ViT-B/16 image encoder
+(`harness/prompt/image_tokens.py`, `method.p2p.style_image_encoder`) and Pix2Pix-Zero's BLIP captioner
+(`harness/prompt/captioner.py`, `method.pix2pix_zero.captioner`). All come through transformers, and
+each setting takes:
 
 - a hub id (`openai/clip-vit-base-patch32`): `from_pretrained`, which needs network access once or a copy
   in the Hugging Face cache (`HF_HUB_OFFLINE=1` uses the cache without asking the network);
@@ -13,7 +17,7 @@ loaded the same way. All three come through transformers, and their `features` f
 
 `load_network` is that grammar once: it builds the random variants under a seed without disturbing the
 global RNG, and loads the rest, turning a missing directory or an unreachable hub into a
-`NetworkWeightsError` that names the field and the ways to fix it. What stays with each network is what
+`NetworkWeightsError` that names the setting and the ways to fix it. What stays with each network is what
 differs between them: the model class, the architecture table, the seed and the identity string that
 results record (unchanged, so stored results stay comparable).
 """
@@ -29,7 +33,7 @@ RANDOM_SPECS = ("random", "random_tiny")
 
 
 class NetworkWeightsError(OSError):
-    """A metric network's weights cannot be obtained; the message names the `features` field to set."""
+    """A network's weights cannot be obtained; the message names the config setting to change."""
 
 
 def seeded(seed: int, build: Callable[[], T]) -> T:
@@ -39,24 +43,25 @@ def seeded(seed: int, build: Callable[[], T]) -> T:
         return build()
 
 
-def from_pretrained(load: Callable[[str], T], spec: str, field: str) -> T:
-    """`load(source)` for a hub id or a local directory (`~` expanded); failures name `features.<field>`."""
+def from_pretrained(load: Callable[[str], T], spec: str, setting: str) -> T:
+    """`load(source)` for a hub id or a local directory (`~` expanded); failures name the config `setting`
+    that chose it (`features.clip_vit_b32`, `method.pix2pix_zero.captioner`, ...)."""
     path = Path(spec).expanduser()
     local = path.is_absolute() or spec.startswith((".", "~")) or path.exists()
-    choices = (f"set features.{field} to a hub id (network access once, then the Hugging Face cache), a local "
+    choices = (f"set {setting} to a hub id (network access once, then the Hugging Face cache), a local "
                f"directory holding the checkpoint, or {' / '.join(RANDOM_SPECS)} for a smoke run without weights")
     if local and not path.is_dir():
-        raise NetworkWeightsError(f"features.{field}={spec!r}: {path} is not a directory; {choices}")
+        raise NetworkWeightsError(f"{setting}={spec!r}: {path} is not a directory; {choices}")
     try:
         return load(str(path) if local else spec)
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NetworkWeightsError(f"features.{field}={spec!r}: cannot load the weights ({reason}); {choices}") from exc
+        raise NetworkWeightsError(f"{setting}={spec!r}: cannot load the weights ({reason}); {choices}") from exc
 
 
-def load_network(spec: str, field: str, random: Callable[[str], T], pretrained: Callable[[str], T], seed: int) -> T:
+def load_network(spec: str, setting: str, random: Callable[[str], T], pretrained: Callable[[str], T], seed: int) -> T:
     """`random(spec)` built under `seed` when `spec` is `random` or `random_tiny`, else `pretrained(source)`
     through `from_pretrained`."""
     if spec in RANDOM_SPECS:
         return seeded(seed, lambda: random(spec))
-    return from_pretrained(pretrained, spec, field)
+    return from_pretrained(pretrained, spec, setting)

@@ -53,7 +53,7 @@ def build_dino(spec: str) -> tuple[Any, str]:
 
     architectures = {"random": DINO_VITB8, "random_tiny": DINO_TINY}
     model = load_network(
-        spec, "dino_vitb8", lambda s: ViTModel(ViTConfig(**architectures[s]), add_pooling_layer=False),
+        spec, "features.dino_vitb8", lambda s: ViTModel(ViTConfig(**architectures[s]), add_pooling_layer=False),
         # DINO's LayerNorm eps is 1e-6 (the original timm blocks); keep it whatever the checkpoint's config says.
         lambda source: ViTModel.from_pretrained(source, add_pooling_layer=False, layer_norm_eps=1e-6), RANDOM_SEED)
     return model.eval(), _identity(spec, "dino-vitb8")
@@ -87,7 +87,7 @@ def build_clip(spec: str) -> tuple[Any, Any, Any, str]:
         return (CLIPModel.from_pretrained(source), CLIPTokenizer.from_pretrained(source),
                 CLIPImageProcessorPil.from_pretrained(source))
 
-    model, tokenizer, processor = load_network(spec, "clip_vitl14", random, pretrained, RANDOM_SEED)
+    model, tokenizer, processor = load_network(spec, "features.clip_vitl14", random, pretrained, RANDOM_SEED)
     return model.eval(), tokenizer, processor, _identity(spec, "clip-vit-l14")
 
 

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from harness.metrics.clip_vit import clip_normalize
+from harness.metrics.networks import RANDOM_SPECS, load_network
 from harness.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_
 
 def resolve_spec(spec: str, models) -> str:
     """`spec`, or for a random-weight diffusion model the random captioner of its size."""
-    if not models.is_random or spec in ("random", "random_tiny"):
+    if not models.is_random or spec in RANDOM_SPECS:
         return spec
     chosen = "random" if models.text_encoder.config.hidden_size == 768 else "random_tiny"
     log.warning("random-weight model: captioner %s instead of %s", chosen, spec)
@@ -79,18 +80,19 @@ def build_captioner(spec: str, device: str) -> tuple[torch.nn.Module, object, st
     """(`BlipForConditionalGeneration` in eval mode on `device`, tokenizer, identity). Built once per process."""
     from transformers import AutoTokenizer, BlipConfig, BlipForConditionalGeneration
 
-    if spec in ("random", "random_tiny"):
+    def random(spec: str) -> tuple[torch.nn.Module, object]:
         tokenizer = offline_tokenizer()
         ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                    sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
         vision, text = (BLIP_BASE_VISION, BLIP_BASE_TEXT) if spec == "random" else (TINY_VISION, TINY_TEXT)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=dict(text, **ids)))
-        identity = f"{spec}:blip-base-arch:offline-vocab:seed{RANDOM_SEED}"
-    else:
-        model = BlipForConditionalGeneration.from_pretrained(spec)
-        tokenizer, identity = AutoTokenizer.from_pretrained(spec), f"pretrained:{spec}"
+        return BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=dict(text, **ids))), tokenizer
+
+    def pretrained(source: str) -> tuple[torch.nn.Module, object]:
+        return BlipForConditionalGeneration.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+
+    model, tokenizer = load_network(spec, "method.pix2pix_zero.captioner", random, pretrained, RANDOM_SEED)
+    identity = (f"{spec}:blip-base-arch:offline-vocab:seed{RANDOM_SEED}" if spec in RANDOM_SPECS
+                else f"pretrained:{spec}")
     return model.to(device).eval().requires_grad_(False), tokenizer, identity
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.metrics.clip_vit import clip_normalize
+from harness.metrics.networks import RANDOM_SPECS, load_network
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ INPUT_SIZE = 224
 def resolve_spec(spec: str, models) -> str:
     """The encoder to build for `models`: `spec` itself, or for a random-weight diffusion model the random
     architecture of its size (full ViT-B/16 next to 768-wide text embeddings, the tiny one otherwise)."""
-    if not models.is_random or spec in ("random", "random_tiny"):
+    if not models.is_random or spec in RANDOM_SPECS:
         return spec
     width = models.text_encoder.config.hidden_size
     chosen = "random" if width == VIT_B16["hidden_size"] else "random_tiny"
@@ -56,13 +57,10 @@ def build_encoder(spec: str, device: str) -> tuple[torch.nn.Module, str]:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if spec in ("random", "random_tiny"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = CLIPVisionModel(CLIPVisionConfig(**(VIT_B16 if spec == "random" else VIT_B16_TINY)))
-        identity = f"{spec}:clip-vit-b16-arch:seed{RANDOM_SEED}"
-    else:
-        model, identity = CLIPVisionModel.from_pretrained(spec), f"pretrained:{spec}"
+    model = load_network(spec, "method.p2p.style_image_encoder",
+                         lambda s: CLIPVisionModel(CLIPVisionConfig(**(VIT_B16 if s == "random" else VIT_B16_TINY))),
+                         CLIPVisionModel.from_pretrained, RANDOM_SEED)
+    identity = f"{spec}:clip-vit-b16-arch:seed{RANDOM_SEED}" if spec in RANDOM_SPECS else f"pretrained:{spec}"
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False), identity
 
 
