@@ -87,8 +87,8 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
         if model is not None:
             spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
-            if spec.channels_last and spec.resolved_device().type == "cuda":
-                description["model"]["memory_format"] = "channels_last"
+            if spec.memory_format:
+                description["model"]["memory_format"] = spec.memory_format
         plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")

@@ -42,8 +42,9 @@ class ModelSpec:
     device: str = "auto"
     local_files_only: bool = False
     pipeline: str = "stable_diffusion"
-    # NHWC convolutions: ~1.3× faster UNet calls on Hopper in fp16 (benchmarks/NOTES.md), but other cuDNN
-    # kernels, so outputs differ from the reference code by fp16 rounding: part of the store key.
+    # NHWC UNet convolutions: 1.2–1.3× faster UNet calls on Hopper in fp16 (benchmarks/NOTES.md), but other
+    # cuDNN kernels, so outputs differ from the reference code by fp16 rounding: part of the store key. The
+    # VAE stays NCHW (measured slower in NHWC: decode 24 → 30 ms on an H100).
     channels_last: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -66,6 +67,11 @@ class ModelSpec:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    @property
+    def memory_format(self) -> str | None:
+        """What `channels_last` changes where it takes effect (CUDA only), for records and store keys."""
+        return "channels_last (unet)" if self.channels_last and self.resolved_device().type == "cuda" else None
 
     def resolved_dtype(self) -> torch.dtype:
         # Half precision on the CPU is slow and partly unsupported; the record says what actually ran.
@@ -120,8 +126,8 @@ class DiffusionModels:
 
     def describe(self) -> dict[str, Any]:
         out = {"model": self.spec.identity, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device)}
-        if self.spec.channels_last and self.device.type == "cuda":
-            out["memory_format"] = "channels_last"
+        if self.spec.memory_format:
+            out["memory_format"] = self.spec.memory_format
         return out
 
     @torch.no_grad()
@@ -235,8 +241,7 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec) -> DiffusionModels:
         if isinstance(module, torch.nn.Module):
             module.eval().requires_grad_(False)
     if spec.channels_last and device.type == "cuda":
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
+        pipe.unet.to(memory_format=torch.channels_last)  # not the VAE: NHWC made its encode/decode slower
     models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype)
     _CACHE[key] = models
     return models
