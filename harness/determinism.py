@@ -1,7 +1,9 @@
 """Settings that make runs bit-reproducible, and a record of which were in effect.
 
 On the CPU the harness is deterministic as it stands: the same config, seed, library versions and thread
-count give byte-identical PNGs and identical scores (tested). On a GPU, cuDNN autotuning, atomics in some
+count give byte-identical PNGs and identical scores (tested) for forward-only methods; methods that take
+gradient steps are bit-identical with one thread (multi-threaded convolution backward passes may sum in
+another order). On a GPU, cuDNN autotuning, atomics in some
 kernels and cuBLAS's workspace reuse make results vary between runs; `deterministic: true` switches on:
 
 - `torch.use_deterministic_algorithms(True)`: deterministic kernels, and an error (recorded per sample)
