@@ -196,10 +196,10 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
                     try:
                         outcome, write = _edit_one(store, method, load, sample_id, seed, base_record, device,
                                                    force, strict)
+                        writer.submit(_then_release(write, lock))  # raises if an earlier write failed
                     except BaseException:
-                        lock.release()
+                        lock.release()  # idempotent: harmless if the writer already released it
                         raise
-                    writer.submit(_then_release(write, lock))
                     info[outcome] += 1
                     progress.update()
     return summary
