@@ -27,6 +27,24 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def _single_torch_thread():
+    """One intra-op thread for the block's tests. On a shared 2-core machine two threads spin against each
+    other (one runs tiny models several times faster), and backpropagation through the tiny UNet is
+    bit-reproducible on the CPU only with one thread: the input gradient of a stride-2 convolution onto a
+    1×1 map sums in a varying order with several."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Per test: `def test_x(one_thread)`; per module: `pytestmark = pytest.mark.usefixtures("one_thread_module")`.
+one_thread = pytest.fixture(_single_torch_thread)
+one_thread_module = pytest.fixture(scope="module")(_single_torch_thread)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     import torch

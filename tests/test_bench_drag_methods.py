@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import json
 
-import torch
 
 
-def test_bench_drag_methods_smoke(tmp_path, monkeypatch):
+def test_bench_drag_methods_smoke(tmp_path, monkeypatch, one_thread):
     from benchmarks.bench_drag_methods import METHODS_TIMED, main
 
     monkeypatch.setenv("EDITLAB_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = main(["--smoke", "--out", str(tmp_path / "drag_methods-smoke.json")])
-    finally:
-        torch.set_num_threads(threads)
+    path = main(["--smoke", "--out", str(tmp_path / "drag_methods-smoke.json")])
     result = json.loads(path.read_text())
     assert result["size"] == 64 and "versions" in result and "command" in result and "device" in result
     assert set(result["methods"]) == set(METHODS_TIMED)

@@ -15,13 +15,7 @@ from harness.diffusion.lora import ADAPTER, LoraSpec, fit_lora, lora_for_image, 
 from harness.types import DragSample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on two shared cores spin against each other; one runs these tiny models far faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture()

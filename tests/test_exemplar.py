@@ -38,12 +38,7 @@ def make_sample(name: str, dataset: str = "cocoee") -> ExemplarSample:
                           category="coco")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # several times faster than two threads on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

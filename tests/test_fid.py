@@ -21,13 +21,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITLAB_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Inception on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="session")

@@ -17,15 +17,6 @@ from methods.pix2pix_zero import (NoiseRegularisation, autocorrelation_loss, cro
 from tests.pie_fixtures import pie_sample
 
 
-@pytest.fixture
-def one_thread():
-    """Backpropagation through the tiny UNet is bit-reproducible on the CPU with one thread only (see
-    tests/test_prompt_editors.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup(tiny_models):

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from harness.cli import run
@@ -55,16 +54,6 @@ def test_published_pair_runs(tiny_models, label, name, params):
     assert not isinstance(transformer_blocks(unet)[0].attn1.processor, ControlledAttnProcessor)
     assert not unet.up_blocks[1].resnets[1].conv2._forward_hooks
 
-
-@pytest.fixture
-def one_thread():
-    """Backpropagation through the tiny UNet is not bit-reproducible with several CPU threads: the input
-    gradient of a stride-2 convolution onto a 1×1 map (the tiny model's deepest downsampling of a 64² image)
-    varies between runs. One thread makes it exact."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name, inversion", [("p2p", "style_diffusion"), ("pix2pix_zero", "ddim"), ("pix2pix_zero", "direct")])

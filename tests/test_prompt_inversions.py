@@ -111,15 +111,6 @@ def test_conditioning_is_bracket_free(p2p_inputs):
     assert isinstance(cond, Conditioning)
 
 
-@pytest.fixture
-def one_thread():
-    """StyleDiffusion backpropagates through the UNet, which is bit-reproducible on the CPU with one thread
-    only (see tests/test_prompt_editors.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def style_inputs(tiny_models, sample, **settings) -> StyleInputs:
     encoder, identity = image_tokens.build_encoder("random_tiny", "cpu")
