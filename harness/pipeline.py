@@ -36,7 +36,7 @@ from harness.faults import describe_error, is_out_of_memory, release_memory
 from harness.metrics.base import Metric, MetricContext, SetMetric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
-from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, stable_hash
+from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, decode_png, stable_hash
 
 log = logging.getLogger("harness")
 
@@ -353,7 +353,8 @@ def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], f
     record = store.load_record(sample_id)
     if record is None or record.get("status") != "ok":
         return _ScoreInputs(record)
-    if store.trusted_record(sample_id) is None:
+    png = store.verified_png(sample_id, record)  # one read of the record and of the PNG per sample
+    if png is None:
         return _ScoreInputs(record)
     cache = store.load_scores(sample_id)
     out_hash = record["output"]["sha256"]
@@ -368,7 +369,7 @@ def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], f
     if stale:
         try:
             inputs.sample = dataset.load(sample_id)
-            inputs.edited = store.load_image(sample_id)
+            inputs.edited = decode_png(png)
         except Exception as exc:
             inputs.error = exc
     return inputs

@@ -73,6 +73,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def decode_png(data: bytes) -> np.ndarray:
+    """Stored PNG bytes → uint8 H×W×3."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -204,18 +210,23 @@ class MethodStore:
     def trusted_record(self, sample_id: str) -> dict[str, Any] | None:
         """The record if it says ok, names this sample, and its PNG exists with the recorded hash; else None."""
         record = self.load_record(sample_id)
-        if not record or record.get("status") != "ok" or record.get("sample_id", sample_id) != sample_id:
+        return record if record is not None and self.verified_png(sample_id, record) is not None else None
+
+    def verified_png(self, sample_id: str, record: Mapping[str, Any]) -> bytes | None:
+        """The PNG bytes `record` vouches for: only if it says ok, names this sample, and the file exists
+        with the recorded hash. A reader that needs the pixels decodes these bytes (`decode_png`) instead
+        of reading the file a second time."""
+        if record.get("status") != "ok" or record.get("sample_id", sample_id) != sample_id:
             return None
         output = record.get("output")
         try:
             data = self.image_path(sample_id).read_bytes()
         except OSError:
             return None
-        return record if isinstance(output, dict) and sha256_bytes(data) == output.get("sha256") else None
+        return data if isinstance(output, dict) and sha256_bytes(data) == output.get("sha256") else None
 
     def load_image(self, sample_id: str) -> np.ndarray:
-        with Image.open(self.image_path(sample_id)) as im:
-            return np.asarray(im.convert("RGB"))
+        return decode_png(self.image_path(sample_id).read_bytes())
 
     def load_scores(self, sample_id: str) -> dict[str, Any]:
         """Cached metric entries by metric id; an unreadable cache is an empty one (scores are recomputed)."""
