@@ -21,11 +21,21 @@ new shape (0.6–0.7 s for the first call, benchmarks/NOTES.md) and adds host ti
 DragBench-D alone has 53 image sizes. Without it PyTorch takes FlashAttention or memory-efficient
 attention. The choice changes fp16 rounding only; it is recorded with every sample (`state()`), not
 part of the store key (like the cuDNN determinism flags).
+
+torch's global random generators are process-wide, not per thread. Every piece of code that seeds them
+(random-weight builds, peft's LoRA initialisation) does so through `seeded_global_rng`, which holds
+`GLOBAL_RNG_LOCK` and restores the generators afterwards; the edit stage holds the same lock around each
+edit. Scoring concurrently with editing (harness/concurrent_scoring.py) thus never draws a random-weight
+network from an edit's random stream, nor moves that stream under an edit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import threading
+from typing import Any, Iterator
+
+GLOBAL_RNG_LOCK = threading.RLock()
 
 CUBLAS_WORKSPACE = ":4096:8"
 
@@ -47,6 +57,18 @@ def configure_attention(cudnn: bool) -> None:
     import torch
 
     torch.backends.cuda.enable_cudnn_sdp(bool(cudnn))
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """torch's global generators seeded with `seed` for the block, as they were afterwards (CPU, and every
+    GPU once CUDA is initialised), with `GLOBAL_RNG_LOCK` held (see the module docstring)."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def state() -> dict[str, Any]:

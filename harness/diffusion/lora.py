@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.determinism import seeded_global_rng
 from harness.diffusion.precision import autocast, grad_scaler
 from harness.diffusion.timing import Stopwatch
 from harness.paths import cache_dir
@@ -160,8 +161,7 @@ def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dic
     dist = None if spec.augment == "per_step" else _latent_dist(vae, _training_images(image, spec, crops))
 
     # peft draws the initial down-projections from the global generator: seed it, and leave it as found
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(spec.seed)
+    with seeded_global_rng(spec.seed):
         unet.add_adapter(_lora_config(spec.rank), adapter_name=ADAPTER)
     try:
         params = _lora_parameters(unet)

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import torch
 from PIL import Image
 
+from harness.determinism import seeded_global_rng
 from harness.metrics.features import file_sha256, load_state_dict_file
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -62,8 +63,7 @@ def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
     """The FID Inception structure with seeded Kaiming-normal convolutions (features of order 1)."""
     import torchvision
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         net = torchvision.models.inception_v3(num_classes=FC_SHAPE[0], aux_logits=False, weights=None, init_weights=False)
         for module in net.modules():
             if isinstance(module, torch.nn.Conv2d):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import torch
+from harness.determinism import seeded_global_rng
 
 T = TypeVar("T")
 RANDOM_SPECS = ("random", "random_tiny")
@@ -38,8 +38,7 @@ class NetworkWeightsError(OSError):
 
 def seeded(seed: int, build: Callable[[], T]) -> T:
     """`build()` under `torch.manual_seed(seed)`; the caller's RNG state is restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         return build()
 
 

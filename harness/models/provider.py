@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import torch
 
+from harness import determinism
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -160,8 +162,7 @@ def build_random_pipeline(arch: str, seed: int, device: torch.device | str = "cp
     if pipeline == "paint_by_example" and "image_encoder" not in spec:
         raise ValueError(f"architecture {arch!r} has no image_encoder config for pipeline 'paint_by_example'")
     unet_cfg = dict(spec["unet"], in_channels=9) if pipeline != "stable_diffusion" else spec["unet"]
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(seed)
+    with determinism.seeded_global_rng(seed), torch.device(device):
         unet = UNet2DConditionModel(**unet_cfg)
         vae = AutoencoderKL(**spec["vae"])
         if pipeline == "paint_by_example":

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.determinism import seeded_global_rng
 from harness.diffusion.attention_control import CrossAttentionRecorder, controlled_attention
 from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
 
@@ -131,8 +132,7 @@ def invert(schedule: DDIMSchedule, latent: torch.Tensor, source: torch.Tensor, n
     with controlled_attention(unet, recorder):
         latents = ddim_invert(eps_recording, latent, schedule)
         info: dict[str, Any] = {"ddim_s": time.perf_counter() - start, "style_diffusion_encoder": style.encoder}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)
+        with seeded_global_rng(settings.seed):
             mapping = MappingNetwork(style.tokens.shape[1])
         mapping = mapping.to(style.tokens.device)
         affine, iterations, losses = optimise(unet, schedule, latents, source, null, guidance, style.tokens, mapping,
