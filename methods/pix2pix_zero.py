@@ -199,10 +199,7 @@ class Pix2PixZero(PromptEditor):
     name = "pix2pix_zero"
     Config = Pix2PixZeroConfig
     inversions = ("ddim", "direct")
-
-    def make_schedule(self, models) -> DDIMSchedule:
-        """`DDIMScheduler.from_config(SD 1.4's scheduler config)`: 981, 961, …, 1."""
-        return DDIMSchedule.from_model_config(models.scheduler_config, self.config.steps)
+    schedule_source = "model"  # `DDIMScheduler.from_config(SD 1.4's scheduler config)`: 981, 961, …, 1
 
     def decode(self, latent: torch.Tensor) -> np.ndarray:
         """diffusers' `decode_latents` + `numpy_to_pil`: ×255 *rounded* (half to even), where the P2P-style

@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from harness.diffusion.attention_control import AttentionController, controlled_attention
-from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
+from harness.diffusion.ddim_inversion import ddim_invert
 from harness.prompt.editor import EditorFields, PromptEditor, timed
 from harness.registry import METHODS
 from harness.types import EditResult, PromptEditSample
@@ -67,9 +67,7 @@ class PlugAndPlay(PromptEditor):
     name = "pnp"
     Config = PnPConfig
     inversions = ("ddim", "direct")
-
-    def make_schedule(self, models) -> DDIMSchedule:
-        return DDIMSchedule.from_model_config(models.scheduler_config, self.config.steps)
+    schedule_source = "model"
 
     def source_branch(self, latent: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
         """The source latent of each denoising step (for `ddim`, the reference's reconstruction pass is part

@@ -61,6 +61,9 @@ class PromptEditor(EditMethod):
     families = ("prompt",)
     # StyleDiffusion also needs `StyleDiffusionFields`: editors that carry them list it (p2p)
     inversions: ClassVar[tuple[str, ...]] = tuple(k for k in INVERSIONS if k != "style_diffusion")
+    # whose DDIM timesteps: "p2p" = Prompt-to-Prompt/MasaCtrl's own scheduler (980 … 0); "model" =
+    # `DDIMScheduler.from_config` of the model's scheduler config (981, 961, …, 1), as PnP and Pix2Pix-Zero do
+    schedule_source: ClassVar[str] = "p2p"
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -75,7 +78,8 @@ class PromptEditor(EditMethod):
             self.style_encoder_spec = image_tokens.resolve_spec(self.config.style_image_encoder, models)
 
     def make_schedule(self, models) -> DDIMSchedule:
-        """Prompt-to-Prompt/MasaCtrl's own DDIM scheduler (980 … 0); PnP overrides."""
+        if self.schedule_source == "model":
+            return DDIMSchedule.from_model_config(models.scheduler_config, self.config.steps)
         return DDIMSchedule.p2p(self.config.steps)
 
     def eps(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
