@@ -163,7 +163,8 @@ def harness_overhead(samples, edited, context: MetricContext, smoke: bool) -> di
     run on worker threads while the GPU edits. Score: the four drag metrics on in-memory images versus the
     score stage reading the store and writing each sample's score cache."""
     from harness.models import load_models
-    from harness.pipeline import edit_stage, plan_methods, plan_metrics, score_stage
+    from harness.pipeline import edit_stage, plan_methods, plan_metrics
+    from harness.scoring import score_stage
 
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if smoke else
                  {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16"})

@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from harness.pipeline import (ConfigError, MethodPlan, collect_timesteps, edit_stage, markdown_table, now, plan_methods,
-                              plan_metrics, report_stage, score_settings, score_stage, smoke_reasons, write_run_json)
+from harness.pipeline import (ConfigError, MethodPlan, collect_timesteps, edit_and_score, markdown_table, now,
+                              plan_methods, plan_metrics, report_stage, score_settings, smoke_reasons, write_run_json)
 from harness.stats import RESAMPLES, mean_ci
 from harness.store import atomic_write_bytes
 
@@ -166,14 +166,16 @@ def run_ablation(container: Mapping[str, Any], out_dir: Path, stages: Sequence[s
     summary: dict[str, Any] = {"out_dir": str(out_dir), "ablation": spec["name"], "edit": {}}
     frames = []
     for r in runs:
-        if "edit" in stages:
-            for key, info in edit_stage(r.cfg, r.dataset, out_dir, r.plans).items():
+        def announce(edit_summary: dict[str, Any], r: PointRun = r) -> None:
+            for key, info in edit_summary.items():
                 summary["edit"][f"{r.dataset.key}/{key}"] = info
                 print(f"[edit] {r.point.label} {info['method']}: reused {info['reused']} of {info['samples']} samples, "
                       f"edited {info['edited']}, failed {info['failed']}")
-        if "score" in stages or "report" in stages:
-            frames.append(score_stage(r.cfg, r.dataset, out_dir, r.plans, plan_metrics(metric_ids, r.dataset))
-                          .assign(ablation=r.point.label, x=r.point.x))
+
+        results = edit_and_score(r.cfg, r.dataset, out_dir, r.plans, plan_metrics(metric_ids, r.dataset), stages,
+                                 on_edited=announce)
+        if results.scores is not None:
+            frames.append(results.scores.assign(ablation=r.point.label, x=r.point.x))
     if "report" in stages:
         summary.update(_report(container, spec, runs, pd.concat(frames, ignore_index=True), metric_ids, out_dir))
     timesteps = {r.point.label: collect_timesteps(out_dir, r.dataset, r.plans) for r in runs}

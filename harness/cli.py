@@ -20,8 +20,8 @@ def run(cfg: Any) -> dict[str, Any]:
     from harness import determinism
     from harness.data.base import open_dataset
     from harness.scaleout import job_slot, pin_gpu, run_file_name, shard_of
-    from harness.pipeline import (collect_timesteps, edit_stage, now, plan_methods, plan_metrics, report_stage,
-                                  score_settings, score_stage, smoke_reasons, write_run_json)
+    from harness.pipeline import (collect_timesteps, edit_and_score, now, plan_methods, plan_metrics, report_stage,
+                                  score_settings, smoke_reasons, write_run_json)
 
     container = OmegaConf.to_container(cfg, resolve=True)
     # First, before anything touches CUDA: cuBLAS reads its workspace setting once per process.
@@ -55,19 +55,21 @@ def run(cfg: Any) -> dict[str, Any]:
                                                  "determinism": determinism_state}, run_name)
 
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
-    seconds: dict[str, float] = {}  # wall clock per stage, model loading included (run.json `stage_seconds`)
-    clock = time.perf_counter()
-    if "edit" in stages:
-        summary["edit"] = edit_stage(container, dataset, out_dir, plans)
-        for info in summary["edit"].values():
+
+    def announce(edit_summary: dict[str, Any]) -> None:
+        for info in edit_summary.values():
             log.info("%s: %d samples, reused %d, edited %d, failed %d", info["method"], info["samples"],
                      info["reused"], info["edited"], info["failed"])
             print(f"[edit] {info['method']}: reused {info['reused']} of {info['samples']} samples, "
                   f"edited {info['edited']}, failed {info['failed']}")
-        seconds["edit"], clock = time.perf_counter() - clock, time.perf_counter()
-    if "score" in stages or "report" in stages:
-        scores = score_stage(container, dataset, out_dir, plans, metric_classes)
-        seconds["score"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    # wall clock per stage, model loading included (run.json `stage_seconds`)
+    results = edit_and_score(container, dataset, out_dir, plans, metric_classes, stages, on_edited=announce)
+    seconds = results.seconds
+    if results.edit is not None:
+        summary["edit"] = results.edit
+    if results.scores is not None:
+        scores, clock = results.scores, time.perf_counter()
         if "report" in stages:
             reasons = smoke_reasons(score_settings(plans, dataset, out_dir), plans)
             options = dict(container.get("reporting") or {})
@@ -90,6 +92,7 @@ def run(cfg: Any) -> dict[str, Any]:
     write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
                                                  "determinism": determinism_state, "stage_seconds": seconds,
                                                  "edit_summary": summary.get("edit"),
+                                                 "scored_during_edit": results.scored_during_edit,
                                                  "timesteps_used": collect_timesteps(out_dir, dataset, plans)}, run_name)
     return summary
 

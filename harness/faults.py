@@ -1,6 +1,7 @@
 """How a failing sample is described in its record, and cleanup after an out-of-memory error.
 
-The edit stage records every exception of a sample and goes on (design.md, "Conventions"). Two kinds get
+The edit stage records every exception of a sample and goes on (design.md, "Conventions"), except a fatal
+one (`is_fatal`: a failed CUDA graph capture), which is recorded and then stops the stage. Two kinds get
 special treatment: a CUDA out-of-memory error is recorded with type `OOM` and the memory the failed
 sample held is returned to the allocator before the next sample starts, and a non-finite value carries the
 stage and step where it appeared.
@@ -18,6 +19,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors after which the process must not edit further samples (harness/diffusion/graphs.py)."""
+    from harness.diffusion.graphs import GraphCaptureError
+
+    return isinstance(exc, GraphCaptureError)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

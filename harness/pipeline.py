@@ -4,10 +4,8 @@
   trusted are reused, a sample that raises is recorded as failed and the run goes on (`strict` stops).
   Each sample is edited while holding its store lock, so shards and duplicate processes can share a store
   (harness/store.py); an out-of-memory sample releases its memory before the next one starts.
-- **score** computes each configured metric per sample from the store, caching values by
-  (metric id, metric version, feature settings, output hash); it never re-runs a method. A set-level
-  metric (FID) caches per-sample features the same way and adds one row per dataset × method set with an
-  empty `sample_id` and `weight` = the number of samples in the set.
+- **score** (harness/scoring.py) computes each configured metric per sample from the store, caching values
+  by (metric id, metric version, feature settings, output hash); it never re-runs a method.
 - **report** aggregates the score rows into `scores.csv`, `leaderboard.csv` and `leaderboard.md`.
 """
 from __future__ import annotations
@@ -16,7 +14,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,15 +25,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import determinism
-from harness.background import BackgroundWriter, Prefetcher, iter_prefetched
+from harness.background import BackgroundWriter, Prefetcher
+from harness.concurrent_scoring import ConcurrentScorer, priority_stream, wanted as scoring_during_edit_wanted
 from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.environment import device_info, git_commit, versions
-from harness.faults import describe_error, is_out_of_memory, release_memory
-from harness.metrics.base import Metric, MetricContext, SetMetric
+from harness.faults import describe_error, is_fatal, is_out_of_memory, release_memory
+from harness.metrics.base import Metric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
-from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, decode_png, stable_hash
+from harness.scoring import score_stage
+from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, stable_hash
 
 log = logging.getLogger("harness")
 
@@ -125,20 +124,23 @@ def plan_metrics(metric_ids: Iterable[str], dataset: Dataset) -> list[type[Metri
 
 @contextlib.contextmanager
 def _device_timer(device: Any):
-    """Wall clock synchronised with the device, and peak memory of the block (MiB, 0 on the CPU)."""
+    """Wall clock of the block with its queued GPU work finished (harness/diffusion/timing.py), and the
+    peak memory allocated on the device meanwhile (MiB, 0 on the CPU)."""
     import torch
+
+    from harness.diffusion.timing import synchronize
 
     cuda = device is not None and getattr(device, "type", str(device)) == "cuda"
     out = {"seconds": 0.0, "peak_mib": 0.0}
     if cuda:
-        torch.cuda.synchronize(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     try:
         yield out
     finally:
         if cuda:
-            torch.cuda.synchronize(device)
+            synchronize(device)
             out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         out["seconds"] = time.perf_counter() - start
 
@@ -155,8 +157,10 @@ def _check_output(image: Any, sample: Any) -> np.ndarray:
     return image
 
 
-def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: list[MethodPlan]) -> dict[str, Any]:
-    """Run every method variant on every pending sample. Returns a summary per method key."""
+def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: list[MethodPlan],
+               scorer: ConcurrentScorer | None = None) -> dict[str, Any]:
+    """Run every method variant on every pending sample. Returns a summary per method key. With a `scorer`,
+    each stored sample is handed to it, and the edits run on a high-priority stream beside its work."""
     from harness.models import load_models
 
     seed, strict, force = int(cfg.get("seed", 42)), bool(cfg.get("strict", False)), bool(cfg.get("force", False))
@@ -173,8 +177,9 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
             continue
         method = plan.cls.build(plan.params)
         t0 = time.perf_counter()
-        models = load_models(plan.model) if plan.model is not None else None
-        method.setup(models)
+        with determinism.GLOBAL_RNG_LOCK:  # builds and edits draw from no generator a concurrent scorer seeds
+            models = load_models(plan.model) if plan.model is not None else None
+            method.setup(models)
         info["setup_s"] = time.perf_counter() - t0
         device = models.device if models is not None else None
         base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
@@ -183,6 +188,7 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         order = edit_order(dataset, pending)
         deferred: list[str] = []
         with (BackgroundWriter() as writer, Prefetcher(dataset.load, order) as samples,
+              priority_stream(device if scorer is not None else None),
               tqdm(total=len(pending), desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True) as progress):
             # The first pass skips samples another process is editing; the second waits for them and then
             # usually finds them done. Two processes on one shard thus share its samples, never redo one.
@@ -195,14 +201,55 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
                     load = dataset.load if blocking else samples.get  # prefetch along the first pass only
                     try:
                         outcome, write = _edit_one(store, method, load, sample_id, seed, base_record, device,
-                                                   force, strict)
-                        writer.submit(_then_release(write, lock))  # raises if an earlier write failed
+                                                   force, strict, concurrent_scoring=scorer is not None)
+                        stored = (functools.partial(scorer.submit, plan, store, sample_id)
+                                  if scorer is not None and outcome == "edited" else None)
+                        writer.submit(_then_release(write, lock, stored))  # raises if an earlier write failed
                     except BaseException:
                         lock.release()  # idempotent: harmless if the writer already released it
                         raise
                     info[outcome] += 1
                     progress.update()
     return summary
+
+
+@dataclass
+class StageResults:
+    """What `edit_and_score` ran: the edit summary per method key, the score rows, wall-clock seconds per
+    stage (model loading included) and, when scoring ran during editing, how many samples it scored then."""
+
+    edit: dict[str, Any] | None = None
+    scores: pd.DataFrame | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    scored_during_edit: dict[str, int] | None = None
+
+
+def edit_and_score(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: list[MethodPlan],
+                   metric_classes: list[type[Metric]], stages: Iterable[str],
+                   on_edited: Callable[[dict[str, Any]], None] | None = None) -> StageResults:
+    """The edit stage and then the score stage, as far as `stages` asks (the report needs the scores).
+    With `score_during_edit` in effect (harness/concurrent_scoring.py) the samples are scored as they are
+    stored; the score stage then reads their cached values, and its seconds include waiting for the scorer
+    to finish. `on_edited(summary)` is called as soon as editing ends."""
+    stages = list(stages)
+    results = StageResults()
+    clock = time.perf_counter()
+    with contextlib.ExitStack() as scoring_during_edit:
+        scorer = None
+        if "edit" in stages and scoring_during_edit_wanted(cfg, stages, metric_classes):
+            scorer = scoring_during_edit.enter_context(ConcurrentScorer(cfg, dataset, metric_classes))
+        if "edit" in stages:
+            results.edit = edit_stage(cfg, dataset, out_dir, plans, scorer)
+            results.seconds["edit"], clock = time.perf_counter() - clock, time.perf_counter()
+            if on_edited is not None:
+                on_edited(results.edit)
+    if scorer is not None:
+        results.scored_during_edit = {"scored": scorer.scored, "failed": scorer.failed}
+    if "score" in stages or "report" in stages:
+        results.scores = score_stage(cfg, dataset, out_dir, plans, metric_classes,
+                                     scorer.context if scorer is not None else None)
+        results.seconds["score"] = time.perf_counter() - clock
+    return results
 
 
 def edit_order(dataset: Dataset, sample_ids: list[str]) -> list[str]:
@@ -220,19 +267,23 @@ def edit_order(dataset: Dataset, sample_ids: list[str]) -> list[str]:
     return sorted(sample_ids, key=key)
 
 
-def _then_release(write: Callable[[], object] | None, lock: SampleLock) -> Callable[[], None]:
+def _then_release(write: Callable[[], object] | None, lock: SampleLock,
+                  then: Callable[[], object] | None = None) -> Callable[[], None]:
+    """The writer-thread job: store the sample, release its lock, then `then` (hand it to the scorer)."""
     def job() -> None:
         try:
             if write is not None:
                 write()
         finally:
             lock.release()
+        if then is not None:
+            then()
     return job
 
 
 def _edit_one(store: MethodStore, method: Any, load: Callable[[str], Any], sample_id: str, seed: int,
-              base_record: Mapping[str, Any], device: Any, force: bool,
-              strict: bool) -> tuple[str, Callable[[], object] | None]:
+              base_record: Mapping[str, Any], device: Any, force: bool, strict: bool,
+              concurrent_scoring: bool = False) -> tuple[str, Callable[[], object] | None]:
     """Edit one sample (its lock held). Returns the outcome ("edited", "failed" or "reused") and the job
     that stores it (PNG and record), which the caller runs on the writer thread before releasing the lock."""
     if not force and store.trusted_record(sample_id) is not None:
@@ -240,187 +291,25 @@ def _edit_one(store: MethodStore, method: Any, load: Callable[[str], Any], sampl
     record = dict(base_record, sample_id=sample_id, started_at=now())
     try:
         sample = load(sample_id)
-        with _device_timer(device) as timer:
+        with determinism.GLOBAL_RNG_LOCK, _device_timer(device) as timer:
             result = method.edit(sample, seed)
         image = _check_output(result.image, sample)
         lora_s = float(result.timings.get("lora", 0.0))
         record.update(timing={"total_s": timer["seconds"], "lora_s": lora_s, "edit_s": timer["seconds"] - lora_s,
-                              **{f"method_{k}_s": float(v) for k, v in result.timings.items()}},
+                              **{f"method_{k}_s": float(v) for k, v in result.timings.items()},
+                              "concurrent_scoring": concurrent_scoring},
                       memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
         return "edited", lambda: store.save_ok(sample_id, image, record)
     except Exception as exc:  # a failing sample is recorded and the sweep goes on
         record.update(error=describe_error(exc), finished_at=now())
         log.warning("%s failed on %s: %s", record["method"], sample_id, record["error"]["message"])
         out_of_memory = is_out_of_memory(exc)
-        if strict:
+        if strict or is_fatal(exc):
             store.save_failed(sample_id, record)
             raise
     if out_of_memory:  # outside the except block, whose traceback pins the failed sample's tensors
         record["error"]["released"] = release_memory()
     return "failed", lambda: store.save_failed(sample_id, record)
-
-
-# ---------------------------------------------------------------------------------------------- score
-
-
-def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: list[MethodPlan],
-                metric_classes: list[type[Metric]]) -> pd.DataFrame:
-    """Per-sample metric rows for every configured method variant and every sample with an output."""
-    features = dict(cfg.get("features") or {})
-    context = MetricContext(features, device=cfg.get("metric_device", "auto"))
-    metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
-    set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
-    if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
-        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
-                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
-        set_metrics = []
-    feature_key = stable_hash(features)
-    sample_ids = dataset.sample_ids()
-    rows: list[dict[str, Any]] = []
-    for plan in plans:
-        store = MethodStore(out_dir, dataset.key, plan.key)
-        missing = 0
-        read = functools.partial(_score_inputs, store, dataset, metrics, feature_key)
-        with BackgroundWriter() as writer:
-            for sample_id, inputs in tqdm(iter_prefetched(read, sample_ids), total=len(sample_ids),
-                                          desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
-                record = inputs.record
-                if record is None:
-                    missing += 1
-                    continue
-                if record.get("status") != "ok":
-                    rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
-                                 "sample_id": sample_id, "metric": None, "value": np.nan, "weight": 0.0,
-                                 "status": "failed"})
-                    continue
-                if not inputs.trusted:  # output missing or not the one recorded: edit again
-                    log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
-                    continue
-                out_hash = record["output"]["sha256"]
-                new_entries: dict[str, Any] = {}
-                for metric in metrics:
-                    entry = inputs.cache.get(metric.id)
-                    if metric.id in inputs.stale:
-                        try:
-                            if inputs.error is not None:
-                                raise inputs.error
-                            mv = metric.compute(inputs.sample, inputs.edited if metric.uses_output else None, record)
-                            undefined = bool((mv.info or {}).get("nan"))  # NaN by the protocol, with its reason
-                            if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
-                                raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
-                            entry = {"value": mv.value, "weight": mv.weight, "version": metric.version,
-                                     "features": feature_key, "output_sha256": out_hash, "settings": metric.settings(),
-                                     "info": mv.info}
-                        except Exception as exc:
-                            if cfg.get("strict"):
-                                raise
-                            log.warning("metric %s failed on %s/%s: %s", metric.id, plan.name, sample_id, exc)
-                            entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
-                                     "features": feature_key, "output_sha256": out_hash}
-                        new_entries[metric.id] = entry
-                    value = entry.get("value")
-                    rows.append({"dataset": dataset.key, "method": plan.label, "method_key": plan.key,
-                                 "sample_id": sample_id, "metric": metric.id,
-                                 "value": np.nan if value is None else float(value),
-                                 "weight": float(entry.get("weight", 1.0)), "status": _row_status(value)})
-                if new_entries:
-                    writer.submit(functools.partial(store.update_scores, sample_id, new_entries))
-        for metric in set_metrics:
-            rows.append(score_set(metric, dataset, store, plan, feature_key, bool(cfg.get("strict"))))
-        if missing:
-            # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
-            log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
-                        "they are left out of the scores", plan.key, missing, len(sample_ids))
-    columns = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-@dataclass
-class _ScoreInputs:
-    """What scoring one sample reads from disk, gathered on the prefetch thread."""
-
-    record: dict[str, Any] | None
-    trusted: bool = False
-    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
-    stale: frozenset[str] = frozenset()  # metric ids whose cached value is missing or out of date
-    sample: Any = None
-    edited: np.ndarray | None = None
-    error: Exception | None = None  # reading the sample or its output failed: every stale metric fails with it
-
-
-def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
-                  sample_id: str) -> _ScoreInputs:
-    record = store.load_record(sample_id)
-    if record is None or record.get("status") != "ok":
-        return _ScoreInputs(record)
-    png = store.verified_png(sample_id, record)  # one read of the record and of the PNG per sample
-    if png is None:
-        return _ScoreInputs(record)
-    cache = store.load_scores(sample_id)
-    out_hash = record["output"]["sha256"]
-
-    def fresh(metric: Metric) -> bool:
-        entry = cache.get(metric.id)
-        return bool(entry) and (entry.get("version"), entry.get("features"), entry.get("output_sha256")) == (
-            metric.version, feature_key, out_hash)
-
-    stale = frozenset(m.id for m in metrics if not fresh(m))
-    inputs = _ScoreInputs(record, trusted=True, cache=cache, stale=stale)
-    if stale:
-        try:
-            inputs.sample = dataset.load(sample_id)
-            inputs.edited = decode_png(png)
-        except Exception as exc:
-            inputs.error = exc
-    return inputs
-
-
-def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
-              strict: bool) -> dict[str, Any]:
-    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
-    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
-    would be a different number."""
-    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
-    cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
-    cached = store.load_set_features(cache_name)
-    try:
-        members, features, changed = [], [], False
-        for sample_id in dataset.sample_ids():
-            record = store.load_record(sample_id)
-            if not record or record.get("status") != "ok":
-                continue
-            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
-            if key not in cached:
-                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
-                changed = True
-            members.append(key)
-            features.append(cached[key])
-        if changed:
-            store.save_set_features(cache_name, cached)
-        set_key = stable_hash([metric.version, feature_key, members])
-        scores = store.load_set_scores()
-        entry = scores.get(metric.id)
-        if not entry or entry.get("key") != set_key:
-            value = metric.aggregate(features)
-            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
-                     "info": value.info}
-            scores[metric.id] = entry
-            store.save_set_scores(scores)
-    except Exception as exc:
-        if strict:
-            raise
-        log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
-        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
-    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
-
-
-def _row_status(value: Any) -> str:
-    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
-    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
-    pandas would read that status back as a missing value."""
-    if value is None:
-        return "metric_failed"
-    return "undefined" if np.isnan(float(value)) else "ok"
 
 
 def score_settings(plans: list[MethodPlan], dataset: Dataset, out_dir: Path) -> dict[str, Any]:

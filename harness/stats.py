@@ -108,7 +108,7 @@ def paired_difference(a: pd.Series, b: pd.Series, weights_a: pd.Series | None = 
 
 def score_stats(scores: pd.DataFrame, metric_ids: Sequence[str], *, resamples: int = RESAMPLES,
                 level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
-    """Long table of cell statistics from per-sample score rows (columns of `pipeline.score_stage`):
+    """Long table of cell statistics from per-sample score rows (columns of `scoring.score_stage`):
     one row per dataset × method_key × metric with mean, ci_low, ci_high, n and failed.
 
     Weighted metrics (aggregation `weighted_mean`) use their per-sample weights; unregistered metric ids

@@ -202,7 +202,8 @@ def test_exemplar_run_scores_set_metrics_per_dataset_and_method(tmp_path, monkey
     # (and a sharded job skips the report stage: the merge run with shard.count=1 reports)
     from harness.data.base import open_dataset
     from harness.metrics.base import SetMetric
-    from harness.pipeline import plan_methods, plan_metrics, score_stage
+    from harness.pipeline import plan_methods, plan_metrics
+    from harness.scoring import score_stage
 
     shard_cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg, shard={"index": 0, "count": 2})), resolve=True)
     sharded = run(OmegaConf.create(shard_cfg | {"stages": ["score", "report"]}))

@@ -92,6 +92,40 @@ def test_failing_sample_is_recorded_and_the_run_goes_on(tmp_path):
         run(config(tmp_path / "strict", "method=[identity]", "+method.test_fails_on_square={}", "metrics=[time]", "strict=true"))
 
 
+@METHODS.register("test_capture_fails_on_triangle")
+class CaptureFailsOnTriangle(EditMethod):
+    name = "test_capture_fails_on_triangle"
+    needs_model = False
+
+    def edit(self, sample, seed):
+        from harness.diffusion.graphs import GraphCaptureError
+
+        if "triangle" in sample.sample_id:
+            raise GraphCaptureError("CUDA graph capture failed: synthetic")
+        return EditResult(image=sample.image.copy())
+
+
+def test_a_failed_graph_capture_stops_the_edit_stage(tmp_path):
+    """After a failed capture the CUDA state cannot be trusted: recorded, then the run stops (not strict)."""
+    from harness.diffusion.graphs import GraphCaptureError
+
+    with pytest.raises(GraphCaptureError):
+        run(config(tmp_path, "method=[]", "+method.test_capture_fails_on_triangle={}", "metrics=[time]"))
+    store = next((tmp_path / "run" / "store" / "demo").glob("test_capture_fails_on_triangle-*"))
+    record = json.loads((store / "shapes" / "triangle_up.json").read_text())
+    assert record["status"] == "failed" and record["error"]["type"] == "GraphCaptureError"
+    # samples edited before it are kept; those after it were never started
+    from harness.data.base import open_dataset
+    from harness.pipeline import edit_order
+
+    dataset = open_dataset({"name": "demo"})
+    order = [sid.rsplit("/", 1)[1] for sid in edit_order(dataset, dataset.sample_ids())]
+    failed_at = order.index("triangle_up")
+    assert failed_at < len(order) - 1, "the demo's edit order must leave a sample after the failing one"
+    assert [(store / "shapes" / f"{name}.json").exists() for name in order] == \
+        [True] * (failed_at + 1) + [False] * (len(order) - failed_at - 1)
+
+
 def test_scores_are_cached_by_output_hash(tmp_path):
     run(config(tmp_path, "method=[identity]", "metrics=[lpips_alex@dragdiffusion]"))
     scores = next((tmp_path / "run" / "store" / "demo").glob("identity-*/shapes/disc_brush.scores.json"))

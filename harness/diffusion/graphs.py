@@ -6,9 +6,22 @@ changing a single kernel, so outputs are identical to eager execution (checked i
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Callable
 
 import torch
+
+# Held while a graph is being captured. Nothing may free GPU memory back to the driver during a capture (a
+# cudaFree there ends it with an error), so a thread that empties the allocator's cache while another one may
+# be capturing takes this lock first (harness/concurrent_scoring.py).
+CAPTURE_LOCK = threading.Lock()
+
+
+class GraphCaptureError(RuntimeError):
+    """A capture that could not be completed. It leaves the process's CUDA allocator in a state that cannot be
+    trusted (measured: later edits silently took other convolution algorithms), so the edit stage stops on it
+    rather than recording a failed sample and going on; finished samples are kept, and a rerun resumes."""
 
 
 class GraphedCall:
@@ -25,10 +38,24 @@ class GraphedCall:
         with torch.cuda.stream(stream):
             for _ in range(warmup):  # lets cuDNN/cuBLAS pick algorithms and allocate workspaces first
                 fn(*self.static_inputs)
+            self.graph = torch.cuda.CUDAGraph()
+            # Not `torch.cuda.graph(...)`: it starts with a device-wide synchronize, which would wait for a
+            # scorer working concurrently on its own stream (harness/concurrent_scoring.py); "thread_local"
+            # lets that thread go on allocating while this one captures. Its empty_cache is kept: a capture
+            # cannot return cached blocks to the driver when it runs short, and the scorer may hold tens of GB.
+            with CAPTURE_LOCK:
+                torch.cuda.empty_cache()
+                self.graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self.static_output = fn(*self.static_inputs)  # the warm-up ran it: an error here is CUDA's
+                    self.graph.capture_end()
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):  # end the capture if it is still open
+                        self.graph.capture_end()
+                    if isinstance(exc, Exception):
+                        raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from exc
+                    raise
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_output = fn(*self.static_inputs)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         for static, value in zip(self.static_inputs, args):

@@ -1,4 +1,9 @@
-"""Stage timings that mean something on a GPU: the device is synchronised at both ends of a stage."""
+"""Stage timings that mean something on a GPU: the work queued so far is waited for at both ends of a stage.
+
+"The work" is the current stream's, not the whole device's: when the score stage runs concurrently on a
+stream of its own (harness/concurrent_scoring.py), a device-wide synchronize would make every edit wait for
+the scorer's queued work. Every method's kernels go through the current stream (side streams, such as
+graph capture's, join it), so on its own the two are the same."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +14,9 @@ import torch
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device`'s current stream (nothing to wait for on a CPU)."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
 
 
 class Stopwatch:

@@ -35,6 +35,9 @@ class Metric:
     aggregation: ClassVar[str] = "mean"
     table_scale: ClassVar[float] = 1.0
     uses_output: ClassVar[bool] = True  # False for metrics read from the run record (time, memory)
+    # True for metrics of the edit's own wall clock or memory: the run then never scores concurrently with
+    # editing (harness/concurrent_scoring.py), which would change what those measurements mean
+    measures_edit: ClassVar[bool] = False
     # sample fields `compute` reads besides the image (`mask`, `prompt`, `target_prompt`): the metrics CLI
     # asks for the matching flag before loading any network
     inputs: ClassVar[tuple[str, ...]] = ()

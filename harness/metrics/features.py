@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from harness.determinism import GLOBAL_RNG_LOCK, seeded_global_rng
+
 log = logging.getLogger(__name__)
 
 # torchvision `alexnet().features` index → lpips 0.1.4 slice holding it
@@ -50,8 +52,7 @@ def build_lpips_alex(backbone: str, seed: int = 0):
     warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
     if backbone == "standard":
         return lpips.LPIPS(net="alex", version="0.1", verbose=False).eval(), "lpips-0.1:alex:torchvision-imagenet"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
     if backbone == "random":
         return model, f"lpips-0.1:alex:random-backbone-seed{seed}"
@@ -86,7 +87,8 @@ class MetricContext:
         backbone = str(self.features.get("lpips_backbone", "standard"))
         key = ("lpips_alex", backbone, dtype)
         if key not in self._cache:
-            model, identity = build_lpips_alex(backbone)
+            with GLOBAL_RNG_LOCK:  # module constructors draw from the global generator (see harness/determinism.py)
+                model, identity = build_lpips_alex(backbone)
             self._cache[key] = (model.to(self.device, dtype), identity)
         return self._cache[key]
 
@@ -94,7 +96,8 @@ class MetricContext:
         """The object cached under `key`, built once per context by `build()`: lets a metric module share
         its own networks (Inception, CLIP) between the metrics that use them without editing this class."""
         if key not in self._cache:
-            self._cache[key] = build()
+            with GLOBAL_RNG_LOCK:
+                self._cache[key] = build()
         return self._cache[key]
 
     def dift_models(self, dtype: torch.dtype):
@@ -105,4 +108,5 @@ class MetricContext:
             raise ValueError("features.dift_model is not configured (set feature_model=sd21 or tiny_sd21)")
         cfg["dtype"] = {torch.float16: "float16", torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype]
         cfg["device"] = str(self.device)
-        return load_models(cfg)
+        with GLOBAL_RNG_LOCK:
+            return load_models(cfg)

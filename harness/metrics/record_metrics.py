@@ -2,6 +2,10 @@
 
 `time` is the edit's wall clock (device-synchronised, model loading and warm-up excluded); the
 `time_*_s` ids split it as RegionDrag's running-time chart does (LoRA fitting vs drag).
+
+An edit timed while the score stage shared the GPU (`timing.concurrent_scoring` in its record, see
+harness/concurrent_scoring.py) has no comparable time or peak memory: these metrics are NaN for it, with
+that reason, rather than a number that would sit in a leaderboard next to uncontended ones.
 """
 from __future__ import annotations
 
@@ -17,9 +21,13 @@ from harness.types import Sample
 class RecordField(Metric):
     families = ("drag", "prompt", "exemplar")
     uses_output = False
+    measures_edit = True
     path: tuple[str, ...] = ()
 
     def compute(self, sample: Sample, edited: np.ndarray | None, record: Mapping[str, Any]) -> MetricValue:
+        if (record.get("timing") or {}).get("concurrent_scoring"):
+            return MetricValue(float("nan"), info={"nan": "edited while scoring shared the GPU "
+                                                          "(score_during_edit); edit again with score_during_edit=false"})
         value: Any = record
         for key in self.path:
             value = value.get(key, 0.0) if isinstance(value, Mapping) else 0.0

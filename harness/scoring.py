@@ -1,0 +1,207 @@
+"""The score stage: each configured metric per sample from the store, never re-running a method.
+
+Values are cached per sample by (metric id, metric version, feature settings, output hash), so a sample is
+scored once whichever process or thread got to it first: the score stage itself, or the concurrent scorer
+that scores finished samples while the edit stage is still running (harness/concurrent_scoring.py). A
+set-level metric (FID) caches per-sample features the same way and adds one row per dataset × method set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from harness.background import BackgroundWriter, iter_prefetched
+from harness.data.base import Dataset
+from harness.diffusion.numerics import NonFiniteError
+from harness.metrics.base import Metric, MetricContext, SetMetric
+from harness.store import MethodStore, decode_png, stable_hash
+
+if TYPE_CHECKING:
+    from harness.pipeline import MethodPlan
+
+log = logging.getLogger("harness")
+
+SCORE_COLUMNS = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
+
+
+def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]]) -> tuple[MetricContext, list[Metric]]:
+    """The shared feature context of the config's `features` section and the per-sample metrics on it."""
+    context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"))
+    return context, [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
+
+
+def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: list[MethodPlan],
+                metric_classes: list[type[Metric]], context: MetricContext | None = None) -> pd.DataFrame:
+    """Per-sample metric rows for every configured method variant and every sample with an output.
+    `context` reuses feature networks already built (by the concurrent scorer) instead of building them again."""
+    if context is None:
+        context, metrics = build_metrics(cfg, metric_classes)
+    else:
+        metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
+    set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
+    if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
+        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
+                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
+        set_metrics = []
+    feature_key = stable_hash(context.features)
+    strict = bool(cfg.get("strict"))
+    sample_ids = dataset.sample_ids()
+    rows: list[dict[str, Any]] = []
+    for plan in plans:
+        store = MethodStore(out_dir, dataset.key, plan.key)
+        missing = 0
+        read = functools.partial(_score_inputs, store, dataset, metrics, feature_key)
+        with BackgroundWriter() as writer:
+            for sample_id, inputs in tqdm(iter_prefetched(read, sample_ids), total=len(sample_ids),
+                                          desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
+                if inputs.record is None:
+                    missing += 1
+                    continue
+                sample_rows, new_entries = score_sample(plan, dataset.key, sample_id, inputs, metrics, feature_key,
+                                                        strict)
+                rows += sample_rows
+                if new_entries:
+                    writer.submit(functools.partial(store.update_scores, sample_id, new_entries))
+        for metric in set_metrics:
+            rows.append(score_set(metric, dataset, store, plan, feature_key, strict))
+        if missing:
+            # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
+            log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
+                        "they are left out of the scores", plan.key, missing, len(sample_ids))
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _ScoreInputs, metrics: list[Metric],
+                 feature_key: str, strict: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One sample's score rows, and the cache entries it computed (metrics whose cached value was stale).
+    A metric that raises gives a `metric_failed` row and a cached error entry (`strict` re-raises)."""
+    base = {"dataset": dataset_key, "method": plan.label, "method_key": plan.key, "sample_id": sample_id}
+    record = inputs.record
+    if record is None or record.get("status") != "ok":
+        return [dict(base, metric=None, value=np.nan, weight=0.0, status="failed")], {}
+    if not inputs.trusted:  # output missing or not the one recorded: edit again
+        log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
+        return [], {}
+    out_hash = record["output"]["sha256"]
+    rows, new_entries = [], {}
+    for metric in metrics:
+        entry = inputs.cache.get(metric.id)
+        if metric.id in inputs.stale:
+            try:
+                if inputs.error is not None:
+                    raise inputs.error
+                mv = metric.compute(inputs.sample, inputs.edited if metric.uses_output else None, record)
+                undefined = bool((mv.info or {}).get("nan"))  # NaN by the protocol, with its reason
+                if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
+                    raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
+                entry = {"value": mv.value, "weight": mv.weight, "version": metric.version,
+                         "features": feature_key, "output_sha256": out_hash, "settings": metric.settings(),
+                         "info": mv.info}
+            except Exception as exc:
+                if strict:
+                    raise
+                log.warning("metric %s failed on %s/%s: %s", metric.id, plan.name, sample_id, exc)
+                entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
+                         "features": feature_key, "output_sha256": out_hash}
+            new_entries[metric.id] = entry
+        value = entry.get("value")
+        rows.append(dict(base, metric=metric.id, value=np.nan if value is None else float(value),
+                         weight=float(entry.get("weight", 1.0)), status=_row_status(value)))
+    return rows, new_entries
+
+
+@dataclass
+class _ScoreInputs:
+    """What scoring one sample reads from disk, gathered on the prefetch thread."""
+
+    record: dict[str, Any] | None
+    trusted: bool = False
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stale: frozenset[str] = frozenset()  # metric ids whose cached value is missing or out of date
+    sample: Any = None
+    edited: np.ndarray | None = None
+    error: Exception | None = None  # reading the sample or its output failed: every stale metric fails with it
+
+
+def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
+                  sample_id: str) -> _ScoreInputs:
+    record = store.load_record(sample_id)
+    if record is None or record.get("status") != "ok":
+        return _ScoreInputs(record)
+    png = store.verified_png(sample_id, record)  # one read of the record and of the PNG per sample
+    if png is None:
+        return _ScoreInputs(record)
+    cache = store.load_scores(sample_id)
+    out_hash = record["output"]["sha256"]
+
+    def fresh(metric: Metric) -> bool:
+        entry = cache.get(metric.id)
+        return bool(entry) and (entry.get("version"), entry.get("features"), entry.get("output_sha256")) == (
+            metric.version, feature_key, out_hash)
+
+    stale = frozenset(m.id for m in metrics if not fresh(m))
+    inputs = _ScoreInputs(record, trusted=True, cache=cache, stale=stale)
+    if stale:
+        try:
+            inputs.sample = dataset.load(sample_id)
+            inputs.edited = decode_png(png)
+        except Exception as exc:
+            inputs.error = exc
+    return inputs
+
+
+def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
+              strict: bool) -> dict[str, Any]:
+    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
+    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
+    would be a different number."""
+    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
+    cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
+    cached = store.load_set_features(cache_name)
+    try:
+        members, features, changed = [], [], False
+        for sample_id in dataset.sample_ids():
+            record = store.load_record(sample_id)
+            if not record or record.get("status") != "ok":
+                continue
+            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
+            if key not in cached:
+                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
+                changed = True
+            members.append(key)
+            features.append(cached[key])
+        if changed:
+            store.save_set_features(cache_name, cached)
+        set_key = stable_hash([metric.version, feature_key, members])
+        scores = store.load_set_scores()
+        entry = scores.get(metric.id)
+        if not entry or entry.get("key") != set_key:
+            value = metric.aggregate(features)
+            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
+                     "info": value.info}
+            scores[metric.id] = entry
+            store.save_set_scores(scores)
+    except Exception as exc:
+        if strict:
+            raise
+        log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
+        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
+    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
+
+
+def _row_status(value: Any) -> str:
+    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
+    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
+    pandas would read that status back as a missing value."""
+    if value is None:
+        return "metric_failed"
+    return "undefined" if np.isnan(float(value)) else "ok"
