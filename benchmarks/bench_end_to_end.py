@@ -3,7 +3,7 @@ one `python -m harness` process, wall clock from launch to the written report (m
 
     python benchmarks/bench_end_to_end.py                    # GPU: 205 samples, random_sd15 + random_sd21
     python benchmarks/bench_end_to_end.py --smoke            # CPU: 4 small samples, tiny models, no MD (tests the script)
-    python benchmarks/bench_end_to_end.py -- model.channels_last=true   # extra Hydra overrides after --
+    python benchmarks/bench_end_to_end.py -- score_during_edit=false    # extra Hydra overrides after --
 
 The full DragBench-D is not on the project's machines, so the script writes a stand-in with its published
 statistics (datasets.md §2.3) in the original layout (`<category>/<sample>/original_image.png` +
@@ -16,6 +16,7 @@ per-sample edit and metric times, and the store's size.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import subprocess
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +40,10 @@ HEIGHT_COUNTS = {512: 67, 768: 40, 341: 28, 682: 5, 384: 4, 640: 4, 288: 4, 340:
 POINT_COUNTS = {2: 108, 4: 61, 6: 29, 8: 5, 12: 2}
 CATEGORIES = ("animals", "art_work", "building_city_view", "building_countryside_view", "human_full_body",
               "human_head", "human_upper_body", "interior_design", "land_scape", "other_objects")
-METRICS = ["lpips_alex@dragdiffusion", "lpips_alex@regiondrag", "md_dift@dragdiffusion", "md_dift@regiondrag",
-           "time", "peak_mem"]
+# the job: RegionDrag plus LPIPS and both MD metrics (`--timing-metrics` adds time and peak_mem, which
+# keeps the scorer from running during the edit stage: harness/concurrent_scoring.py)
+METRICS = ["lpips_alex@dragdiffusion", "lpips_alex@regiondrag", "md_dift@dragdiffusion", "md_dift@regiondrag"]
+TIMING_METRICS = ["time", "peak_mem"]
 
 
 def dragbench_heights(rng: np.random.Generator) -> list[int]:
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=205)
     parser.add_argument("--workdir", default=None, help="where to write the dataset and the run (default: a temp dir)")
     parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/end_to_end-<device>.json)")
+    parser.add_argument("--timing-metrics", action="store_true", help="also score time and peak_mem")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the run")
     args = parser.parse_args(argv)
     if args.smoke:  # DIFT at 768² takes seconds per sample on a CPU even with the tiny model
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         n, width, heights = args.samples, 512, dragbench_heights(np.random.default_rng(0))
         model, metrics = ["model=random_sd15", "features=random_sd21"], METRICS
+    if args.timing_metrics:
+        metrics = metrics + TIMING_METRICS
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         data, out = Path(tmp) / "DragBench", Path(tmp) / "run"
         t0 = time.perf_counter()
@@ -112,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
                    if not p.name.endswith(".scores.json") and p.name != "method.json"]
         scores = [json.loads(p.read_text()) for p in (out / "store").rglob("*.scores.json")]
         edit_s = [r["timing"]["total_s"] for r in records if r.get("status") == "ok"]
+        # digests of every output and every score value: equal digests across runs = identical results
+        outputs = sorted((r["sample_id"], r["output"]["sha256"]) for r in records if r.get("status") == "ok")
+        values = pd.read_csv(out / "scores.csv").sort_values(["method", "sample_id", "metric"])
+        values = values[~values.metric.isin(TIMING_METRICS)][["sample_id", "metric", "value"]]
         store_mib = sum(p.stat().st_size for p in (out / "store").rglob("*") if p.is_file()) / 2 ** 20
     payload = {
         "samples": n, "width": width, "distinct_heights": len(set(heights[:n])),
@@ -121,6 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
         "ok": len(edit_s), "failed": sum(r.get("status") == "failed" for r in records),
         "edit_s_sum": float(np.sum(edit_s)), "edit_s_median": float(np.median(edit_s)) if edit_s else None,
         "scored_samples": len(scores), "store_mib": store_mib,
+        "scored_during_edit": run.get("scored_during_edit"),
+        "outputs_sha256": hashlib.sha256(json.dumps(outputs).encode()).hexdigest(),
+        "output_sha256_by_sample": dict(outputs),
+        "failures": {r["sample_id"]: r.get("error") for r in records if r.get("status") != "ok"},
+        "scores_sha256": hashlib.sha256(values.to_csv(index=False).encode()).hexdigest(),
+        "score_means": values.groupby("metric")["value"].mean().to_dict(),
     }
     print(json.dumps(payload, indent=1))
     print(f"wrote {write_result('end_to_end', payload, args.smoke, args.out)}")
