@@ -32,8 +32,11 @@ def test_stand_in_dataset_has_dragbench_statistics(tmp_path):
 
 def test_end_to_end_smoke(tmp_path):
     out = tmp_path / "e2e.json"
-    payload = load_bench().main(["--smoke", "--out", str(out)])
+    payload = load_bench().main(["--smoke", "--out", str(out), "score_during_edit=true"])
     record = json.loads(out.read_text())
+    assert record["scored_during_edit"] == {"scored": 4, "failed": 0}
+    assert len(record["outputs_sha256"]) == len(record["scores_sha256"]) == 64
+    assert set(record["score_means"]) == {"lpips_alex@dragdiffusion", "lpips_alex@regiondrag"}
     assert record["ok"] == payload["ok"] == 4 and record["failed"] == 0 and record["scored_samples"] == 4
     assert set(record["stage_seconds"]) == {"edit", "score", "report"}
     assert record["wall_s"] > sum(record["stage_seconds"].values())
