@@ -16,11 +16,12 @@ edit's wall clock and peak memory mean: both are then measured while scoring sha
   NaN with that reason for such records rather than a number that would not compare with others;
 - the edits run on a high-priority stream and the scorer on a normal one, so the edit chain is delayed as
   little as possible and the scorer fills what it leaves idle;
-- memory: PyTorch's allocator caches freed blocks per stream, and it cannot give them back while a CUDA graph
-  is being captured. DIFT at DragBench's 53 native sizes leaves tens of GB cached on the scorer's stream, and
-  RegionDrag's next capture then ran out of memory (measured on an H100). So after each sample the scorer
-  empties the cache once more than `IDLE_CACHE_FRACTION` of the device is cached but unused, holding the
-  capture lock (harness/diffusion/graphs.py) so that no capture is under way meanwhile.
+- streams: each role has its own stream for the process (harness/streams.py); PyTorch's stream pool would
+  otherwise, after a few dozen graph captures, hand the scorer's stream to a capture;
+- memory: the allocator caches freed blocks per stream and cannot give them back to the driver while a graph
+  is being captured, so graph captures start by emptying the cache, and after each sample the scorer returns
+  its idle cache once more than `IDLE_CACHE_FRACTION` of the device is cached but unused (holding the capture
+  lock of harness/diffusion/graphs.py, so that no capture is under way meanwhile).
 
 Failures cost only the overlap: the scorer caches no failed value (it may have failed for want of memory
 the edits held), so the score stage computes that metric again on its own and records what happens then.
@@ -40,6 +41,7 @@ from harness.data.base import Dataset
 from harness.metrics.base import Metric, SetMetric
 from harness.scoring import _score_inputs, build_metrics, score_sample
 from harness.store import MethodStore, stable_hash
+from harness.streams import highest_priority, role_stream
 
 if TYPE_CHECKING:
     from harness.pipeline import MethodPlan
@@ -153,7 +155,7 @@ class ConcurrentScorer:
         if self.context.device.type != "cuda":
             yield
             return
-        with torch.cuda.device(self.context.device), torch.cuda.stream(torch.cuda.Stream(self.context.device)):
+        with torch.cuda.device(self.context.device), torch.cuda.stream(role_stream("scorer", self.context.device)):
             yield
 
 
@@ -166,8 +168,7 @@ def priority_stream(device: torch.device | None) -> Iterator[None]:
         yield
         return
     outer = torch.cuda.current_stream(device)
-    highest = min(torch.cuda.Stream.priority_range())  # lower numbers are higher priorities
-    stream = torch.cuda.Stream(device, priority=highest)
+    stream = role_stream("edit", device, priority=highest_priority())
     stream.wait_stream(outer)
     with torch.cuda.stream(stream):
         yield

@@ -168,3 +168,25 @@ def test_a_scorer_failure_is_retried_by_the_score_stage_or_stops_a_strict_run(tm
     cfg["out_dir"] = str(tmp_path / "strict")
     with pytest.raises(RuntimeError, match="transient metric failure"):
         run(OmegaConf.create(cfg))
+
+
+def test_each_stream_role_gets_its_own_pool_stream(monkeypatch):
+    """PyTorch hands out pool streams round-robin; a role must never receive a stream another role holds."""
+    from harness import streams
+
+    class PoolStream:
+        handed_out = 0
+
+        def __init__(self, device=None, priority=0):
+            self.stream_id = PoolStream.handed_out % 2  # a pool of two streams
+            PoolStream.handed_out += 1
+
+    monkeypatch.setattr(streams, "_STREAMS", {})
+    monkeypatch.setattr(torch.cuda, "Stream", PoolStream)
+    capture = streams.role_stream("graph_capture", "cuda:0")
+    scorer = streams.role_stream("scorer", "cuda:0")
+    assert capture.stream_id != scorer.stream_id
+    for _ in range(5):  # many captures later: still the one capture stream, never the scorer's
+        assert streams.role_stream("graph_capture", "cuda:0") is capture
+    with pytest.raises(RuntimeError, match="no CUDA stream left"):
+        streams.role_stream("edit", "cuda:0")

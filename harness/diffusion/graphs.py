@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from harness.streams import role_stream
+
 # Held while a graph is being captured. Nothing may free GPU memory back to the driver during a capture (a
 # cudaFree there ends it with an error), so a thread that empties the allocator's cache while another one may
 # be capturing takes this lock first (harness/concurrent_scoring.py).
@@ -19,9 +21,9 @@ CAPTURE_LOCK = threading.Lock()
 
 
 class GraphCaptureError(RuntimeError):
-    """A capture that could not be completed. It leaves the process's CUDA allocator in a state that cannot be
-    trusted (measured: later edits silently took other convolution algorithms), so the edit stage stops on it
-    rather than recording a failed sample and going on; finished samples are kept, and a rerun resumes."""
+    """A capture that could not be completed. The process's CUDA state cannot be trusted after it (measured on
+    an H100: later edits silently changed), so the edit stage stops on it rather than recording a failed
+    sample and going on; finished samples are kept, and a rerun resumes."""
 
 
 class GraphedCall:
@@ -33,7 +35,7 @@ class GraphedCall:
 
     def __init__(self, fn: Callable[..., torch.Tensor], example: tuple[torch.Tensor, ...], warmup: int = 1) -> None:
         self.static_inputs = tuple(t.clone() for t in example)
-        stream = torch.cuda.Stream()
+        stream = role_stream("graph_capture", self.static_inputs[0].device)  # never another thread's stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(warmup):  # lets cuDNN/cuBLAS pick algorithms and allocate workspaces first
