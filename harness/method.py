@@ -4,6 +4,10 @@ A method is a class registered in `harness.registry.METHODS` with a typed `Confi
 from the paper; "as released" switches where code and paper differ), `setup(models)` called once per
 process, and `edit(sample, seed) -> EditResult` called per sample. The harness times `edit` (device
 synchronised), records peak memory, and stores the image and record.
+
+A method that can edit several equal-size samples in one pass says how many through `max_batch()` and
+implements `edit_batch`; the edit stage then hands it runs of same-size samples. Batching changes rounding
+(other kernel tilings at another batch size), so the setting that enables it belongs in the store key.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ class EditMethod:
     Config: ClassVar[type] = NoConfig
     # Config fields that change speed but never the output (e.g. CUDA graphs): left out of the store key.
     runtime_fields: ClassVar[tuple[str, ...]] = ()
+    # Config fields added after stores existed whose default reproduces the earlier output: left out of the
+    # store key at their default, so the keys of earlier runs stay valid.
+    key_omits_default: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -45,7 +52,18 @@ class EditMethod:
     def edit(self, sample: Sample, seed: int) -> EditResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def max_batch(self) -> int:
+        """How many equal-size samples `edit_batch` takes at once (1: no batching)."""
+        return 1
+
+    def edit_batch(self, samples: list[Sample], seed: int) -> list[EditResult]:
+        """Edit equal-size samples together; each result must not depend on which others share its batch
+        beyond rounding. The default edits them one by one."""
+        return [self.edit(sample, seed) for sample in samples]
+
     def describe(self) -> dict[str, Any]:
         """Everything about this method that changes its output: the key of its run-store folder."""
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.runtime_fields}
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config)}
+        config = {k: v for k, v in dataclasses.asdict(self.config).items()
+                  if k not in self.runtime_fields and not (k in self.key_omits_default and v == defaults[k])}
         return {"method": self.name, "config": config}

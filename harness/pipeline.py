@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -185,31 +186,40 @@ def edit_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: l
         base_record = {"dataset": dataset.key, "method": plan.name, "method_key": plan.key, "seed": seed,
                        "method_config": plan.description.get("config"), "model": models.describe() if models else None,
                        "versions": versions(), "determinism": determinism.state()}
-        order = edit_order(dataset, pending)
+        sizes = sample_sizes(dataset, pending)
+        order = edit_order(dataset, pending, sizes)
         deferred: list[str] = []
+        concurrent = scorer is not None
         with (BackgroundWriter() as writer, Prefetcher(dataset.load, order) as samples,
-              priority_stream(device if scorer is not None else None),
+              priority_stream(device if concurrent else None),
               tqdm(total=len(pending), desc=f"edit {plan.name}", unit="sample", dynamic_ncols=True) as progress):
             # The first pass skips samples another process is editing; the second waits for them and then
             # usually finds them done. Two processes on one shard thus share its samples, never redo one.
-            for blocking, queue in ((False, order), (True, deferred)):
-                for sample_id in queue:
-                    lock = store.acquire_lock(sample_id, blocking=blocking)
-                    if lock is None:
-                        deferred.append(sample_id)
+            first = [(False, group) for group in size_batches(order, sizes, method.max_batch())]
+            for blocking, group in itertools.chain(first, ((True, [s]) for s in deferred)):
+                locked: list[tuple[str, SampleLock]] = []
+                try:
+                    for sample_id in group:
+                        lock = store.acquire_lock(sample_id, blocking=blocking)
+                        if lock is None:
+                            deferred.append(sample_id)
+                        else:
+                            locked.append((sample_id, lock))
+                    if not locked:
                         continue
                     load = dataset.load if blocking else samples.get  # prefetch along the first pass only
-                    try:
-                        outcome, write = _edit_one(store, method, load, sample_id, seed, base_record, device,
-                                                   force, strict, concurrent_scoring=scorer is not None)
+                    outcomes = _edit_group(store, method, load, [sid for sid, _ in locked], seed, base_record,
+                                           device, force, strict, concurrent)
+                    for (sample_id, lock), (outcome, write) in zip(locked, outcomes):
                         stored = (functools.partial(scorer.submit, plan, store, sample_id)
-                                  if scorer is not None and outcome == "edited" else None)
+                                  if concurrent and outcome == "edited" else None)
                         writer.submit(_then_release(write, lock, stored))  # raises if an earlier write failed
-                    except BaseException:
+                        info[outcome] += 1
+                        progress.update()
+                except BaseException:
+                    for _, lock in locked:
                         lock.release()  # idempotent: harmless if the writer already released it
-                        raise
-                    info[outcome] += 1
-                    progress.update()
+                    raise
     return summary
 
 
@@ -252,19 +262,44 @@ def edit_and_score(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plan
     return results
 
 
-def edit_order(dataset: Dataset, sample_ids: list[str]) -> list[str]:
-    """The samples grouped by image size, then by id. Methods that build work per input shape (RegionDrag's
-    CUDA graphs, cuDNN plans) then build it once per size rather than at every size change: DragBench-D
-    has 53 heights in sorted-id order. Sizes come from `inspect` (headers, no decoding); a sample whose
-    header cannot be read goes last, and loading it records the error."""
-    def key(sample_id: str) -> tuple:
+def sample_sizes(dataset: Dataset, sample_ids: list[str]) -> dict[str, tuple[int, int] | None]:
+    """(height, width) of each sample from `inspect` (headers, no decoding); None where the header cannot
+    be read (loading it then records the error)."""
+    sizes: dict[str, tuple[int, int] | None] = {}
+    for sample_id in sample_ids:
         try:
             width, height = dataset.loader.inspect(sample_id).size
+            sizes[sample_id] = (height, width)
         except Exception:
-            return (1, 0, 0, sample_id)
-        return (0, height, width, sample_id)
+            sizes[sample_id] = None
+    return sizes
+
+
+def edit_order(dataset: Dataset, sample_ids: list[str],
+               sizes: Mapping[str, tuple[int, int] | None] | None = None) -> list[str]:
+    """The samples grouped by image size, then by id. Methods that build work per input shape (RegionDrag's
+    CUDA graphs, cuDNN plans) then build it once per size rather than at every size change: DragBench-D
+    has 53 heights in sorted-id order. A sample of unknown size goes last."""
+    sizes = sample_sizes(dataset, sample_ids) if sizes is None else sizes
+
+    def key(sample_id: str) -> tuple:
+        size = sizes[sample_id]
+        return (1, 0, 0, sample_id) if size is None else (0, *size, sample_id)
 
     return sorted(sample_ids, key=key)
+
+
+def size_batches(order: list[str], sizes: Mapping[str, tuple[int, int] | None], limit: int) -> list[list[str]]:
+    """`order` cut into runs of equal (known) size of at most `limit` samples; unknown sizes go alone."""
+    batches: list[list[str]] = []
+    for sample_id in order:
+        last = batches[-1] if batches else None
+        if (last is not None and len(last) < limit and sizes[sample_id] is not None
+                and sizes[last[0]] == sizes[sample_id]):
+            last.append(sample_id)
+        else:
+            batches.append([sample_id])
+    return batches
 
 
 def _then_release(write: Callable[[], object] | None, lock: SampleLock,
@@ -279,6 +314,84 @@ def _then_release(write: Callable[[], object] | None, lock: SampleLock,
         if then is not None:
             then()
     return job
+
+
+def _edit_group(store: MethodStore, method: Any, load: Callable[[str], Any], sample_ids: list[str], seed: int,
+                base_record: Mapping[str, Any], device: Any, force: bool, strict: bool,
+                concurrent_scoring: bool) -> list[tuple[str, Callable[[], object] | None]]:
+    """Edit equal-size samples (their locks held) in one `edit_batch` call; (outcome, store job) per sample.
+
+    Each record gets the batch's wall clock divided by its size (`timing.batch_size`, `timing.batch_total_s`
+    say so) and the batch's peak memory. If the batch raises, its samples are edited one by one, so a
+    failing sample is recorded alone and the others are not lost; a fatal error stops the stage as usual."""
+    if len(sample_ids) == 1:
+        return [_edit_one(store, method, load, sample_ids[0], seed, base_record, device, force, strict,
+                          concurrent_scoring)]
+    outcomes: dict[str, tuple[str, Callable[[], object] | None]] = {}
+    todo: list[str] = []
+    samples: list[Any] = []
+    for sample_id in sample_ids:
+        if not force and store.trusted_record(sample_id) is not None:
+            outcomes[sample_id] = ("reused", None)
+            continue
+        try:
+            samples.append(load(sample_id))
+            todo.append(sample_id)
+        except Exception as exc:  # recorded through the one-sample path, which owns error records
+            outcomes[sample_id] = _edit_one(store, method, _raising(exc), sample_id, seed, base_record, device,
+                                            force, strict, concurrent_scoring)
+    if len(todo) == 1:
+        outcomes[todo[0]] = _edit_one(store, method, lambda _: samples[0], todo[0], seed, base_record, device,
+                                      force, strict, concurrent_scoring)
+    elif todo:
+        outcomes.update(_edit_batch(store, method, todo, samples, seed, base_record, device, force, strict,
+                                    concurrent_scoring))
+    return [outcomes[sample_id] for sample_id in sample_ids]
+
+
+def _edit_batch(store: MethodStore, method: Any, sample_ids: list[str], samples: list[Any], seed: int,
+                base_record: Mapping[str, Any], device: Any, force: bool, strict: bool,
+                concurrent_scoring: bool) -> dict[str, tuple[str, Callable[[], object] | None]]:
+    started = now()
+    try:
+        with determinism.GLOBAL_RNG_LOCK, _device_timer(device) as timer:
+            results = method.edit_batch(samples, seed)
+        images = [_check_output(result.image, sample) for result, sample in zip(results, samples)]
+    except Exception as exc:
+        if is_fatal(exc):
+            error = describe_error(exc)
+            for sample_id in sample_ids:
+                store.save_failed(sample_id, dict(base_record, sample_id=sample_id, started_at=started, error=error,
+                                                  finished_at=now()))
+            raise
+        log.warning("%s: a batch of %d failed (%s: %s); editing its samples one by one", base_record["method"],
+                    len(samples), type(exc).__name__, exc)
+        out_of_memory = is_out_of_memory(exc)
+    else:
+        n = len(samples)
+        outcomes = {}
+        for sample_id, result, image in zip(sample_ids, results, images):
+            lora_s = float(result.timings.get("lora", 0.0)) / n
+            record = dict(base_record, sample_id=sample_id, started_at=started)
+            record.update(timing={"total_s": timer["seconds"] / n, "lora_s": lora_s,
+                                  "edit_s": timer["seconds"] / n - lora_s,
+                                  **{f"method_{k}_s": float(v) / n for k, v in result.timings.items()},
+                                  "concurrent_scoring": concurrent_scoring, "batch_size": n,
+                                  "batch_total_s": timer["seconds"]},
+                          memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
+            outcomes[sample_id] = ("edited", functools.partial(store.save_ok, sample_id, image, record))
+        return outcomes
+    if out_of_memory:  # outside the except block, whose traceback pins the batch's tensors
+        release_memory()
+    return {sample_id: _edit_one(store, method, lambda _, s=sample: s, sample_id, seed, base_record, device,
+                                 force, strict, concurrent_scoring)
+            for sample_id, sample in zip(sample_ids, samples)}
+
+
+def _raising(exc: Exception) -> Callable[[str], Any]:
+    def load(sample_id: str) -> Any:
+        raise exc
+    return load
 
 
 def _edit_one(store: MethodStore, method: Any, load: Callable[[str], Any], sample_id: str, seed: int,

@@ -46,6 +46,9 @@ class RegionDragConfig:
     copy_paste_gate: str = "as_released"
     ip_adapter: str = "off"  # the released code's IP-Adapter Plus (scale 0.5) needs h94/IP-Adapter weights
     cuda_graphs: bool = True  # replay the UNet calls as CUDA graphs on a GPU (identical outputs, less overhead)
+    # equal-size samples per UNet call. 1 = one at a time, bit-identical to the reference code; more changes
+    # fp16 rounding (other kernel tilings) and makes the per-sample time a share of the batch's
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.copy_paste_gate not in GATES:
@@ -59,6 +62,8 @@ class RegionDragConfig:
             raise ValueError(f"regiondrag: method.regiondrag.steps={self.steps} with start_t={self.start_t} gives "
                              f"int(start_t · steps) = 0 inversion and denoising steps, so nothing is dragged; need "
                              f"steps >= {min_steps(self.start_t)} for start_t={self.start_t}")
+        if self.batch_size < 1:
+            raise ValueError(f"regiondrag: batch_size must be >= 1, got {self.batch_size}")
         if self.ip_adapter != "off":
             raise ValueError("regiondrag: ip_adapter other than 'off' is not supported yet (no IP-Adapter weights offline)")
 
@@ -84,6 +89,7 @@ class RegionDrag(EditMethod):
     name = "regiondrag"
     Config = RegionDragConfig
     runtime_fields = ("cuda_graphs",)
+    key_omits_default = ("batch_size",)
     max_cached_shapes = 4
 
     def setup(self, models) -> None:
@@ -129,21 +135,31 @@ class RegionDrag(EditMethod):
             return t >= self.config.end_t * 1000
         return first
 
-    @torch.no_grad()
+    def max_batch(self) -> int:
+        return self.config.batch_size
+
     def edit(self, sample: DragSample, seed: int) -> EditResult:
+        return self.edit_batch([sample], seed)[0]
+
+    @torch.no_grad()
+    def edit_batch(self, samples: list[DragSample], seed: int) -> list[EditResult]:
+        """Equal-size samples through one UNet call per step. Every random draw comes from the sample's own
+        generator in the order a lone edit makes it (VAE sample, inversion noise, handle blur), so a batch of
+        one is the single-sample edit, and larger batches differ from it by rounding only."""
         m, cfg = self.models, self.config
         device, dtype = m.device, m.dtype
-        generator = torch.Generator(device=device).manual_seed(seed)
-        h, w = sample.image.shape[:2]
-
-        latent = encode(m.vae, sample.image, generator, dtype)
+        generators = [torch.Generator(device=device).manual_seed(seed) for _ in samples]
+        latent = torch.cat([encode(m.vae, s.image, g, dtype) for s, g in zip(samples, generators)])
         lh, lw = latent.shape[-2:]
-        source, n_clipped_src = latent_points(sample.edit_handles, (lh, lw))
-        target, n_clipped_trg = latent_points(sample.edit_targets, (lh, lw))
-        source, target = source.to(device), target.to(device)
-        text = m.encode_prompt(sample.prompt)
-        mask = torch.from_numpy(sample.editing_mask.astype(np.uint8))[None, None].to(device)
-        mask = F.interpolate(mask, size=(lh, lw)).expand_as(latent) == 1
+        pairs, n_clipped = [], []
+        for sample in samples:
+            source, n_clipped_src = latent_points(sample.edit_handles, (lh, lw))
+            target, n_clipped_trg = latent_points(sample.edit_targets, (lh, lw))
+            pairs.append((source.to(device), target.to(device)))
+            n_clipped.append(n_clipped_src + n_clipped_trg)
+        text = torch.cat([m.encode_prompt(s.prompt) for s in samples])
+        mask = torch.cat([F.interpolate(torch.from_numpy(s.editing_mask.astype(np.uint8))[None, None].to(device),
+                                        size=(lh, lw)) for s in samples]).expand_as(latent) == 1
 
         start = int(cfg.start_t * cfg.steps)
         t0 = time.perf_counter()
@@ -161,42 +177,47 @@ class RegionDrag(EditMethod):
         x = latent
         for i, t in enumerate(reversed(self.timesteps[cfg.steps - start:])):
             bank.set_slot(i)
-            x, w_noise = self.sde.forward_step(eps_with(unet_capture), x, t, generator)
+            x, w_noise = self.sde.forward_step(eps_with(unet_capture), x, t, generators)
             finite.watch(x, "inversion", i, t)
             trajectory.append(x)
             noises.append(w_noise)
 
         x = trajectory[-1].clone()
-        handle_latents = x[0, :, source[:, 1], source[:, 0]]
         keep = (1 - cfg.noise_scale ** 2) ** 0.5 if cfg.noise_scale < 1 else 0
-        blur = torch.randn(handle_latents.shape, generator=generator, device=device, dtype=dtype)
-        x[0, :, source[:, 1], source[:, 0]] = handle_latents * keep + blur * cfg.noise_scale
+        for b, (source, _) in enumerate(pairs):
+            handle_latents = x[b, :, source[:, 1], source[:, 0]]
+            blur = torch.randn(handle_latents.shape, generator=generators[b], device=device, dtype=dtype)
+            x[b, :, source[:, 1], source[:, 0]] = handle_latents * keep + blur * cfg.noise_scale
 
         pasted_steps = []
         for i, t in enumerate(self.timesteps[cfg.steps - start - 1 : -1]):
             bank.set_slot(start - 1 - i)  # denoising step i undoes inversion step start-1-i
             reference = trajectory.pop()
             if self._gate(t, first=i == 0):
-                x[0, :, target[:, 1], target[:, 0]] = reference[0, :, source[:, 1], source[:, 0]]
+                for b, (source, target) in enumerate(pairs):
+                    x[b, :, target[:, 1], target[:, 0]] = reference[b, :, source[:, 1], source[:, 0]]
                 pasted_steps.append(t)
             x = torch.where(mask, x, reference)
             x = finite.watch(self.sde.reverse_step(eps_with(unet_paste), x, t, noises.pop()), "denoising", i, t)
         finite.raise_first()
         t_loop = time.perf_counter() - t0
 
-        numerics: dict = {}
-        image = decode_to_uint8(m.vae, x, numerics)
-        image = cv2.resize(image, (w, h))
-        edit_mask = sample.editing_mask
-        if not edit_mask.all():
-            image = np.where(edit_mask[:, :, None], image, sample.image)
-        info = {
-            "inversion_timesteps": [self.sde.up(t) for t in reversed(self.timesteps[cfg.steps - start:])],
-            "denoising_timesteps": self.timesteps[cfg.steps - start - 1 : -1],
-            "copy_paste_timesteps": pasted_steps,
-            "latent_size": [int(lh), int(lw)],
-            "dense_pairs": int(len(source)),
-            "points_clipped_to_latent": n_clipped_src + n_clipped_trg,
-            **numerics,
-        }
-        return EditResult(image=np.ascontiguousarray(image), timings={"diffusion_loop": t_loop}, info=info)
+        results = []
+        for b, sample in enumerate(samples):
+            numerics: dict = {}
+            h, w = sample.image.shape[:2]
+            image = cv2.resize(decode_to_uint8(m.vae, x[b:b + 1], numerics), (w, h))
+            edit_mask = sample.editing_mask
+            if not edit_mask.all():
+                image = np.where(edit_mask[:, :, None], image, sample.image)
+            info = {
+                "inversion_timesteps": [self.sde.up(t) for t in reversed(self.timesteps[cfg.steps - start:])],
+                "denoising_timesteps": self.timesteps[cfg.steps - start - 1 : -1],
+                "copy_paste_timesteps": pasted_steps,
+                "latent_size": [int(lh), int(lw)],
+                "dense_pairs": int(len(pairs[b][0])),
+                "points_clipped_to_latent": n_clipped[b],
+                **numerics,
+            }
+            results.append(EditResult(image=np.ascontiguousarray(image), timings={"diffusion_loop": t_loop}, info=info))
+        return results

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+Generators = torch.Generator | list[torch.Generator] | None  # one for the batch, or one per sample
 
 
 class CycleSDE:
@@ -57,10 +58,17 @@ class CycleSDE:
             raise ValueError(f"CycleSDE: no forward step above t={t}, the top of the {self.top + 1}-step schedule")
         return min(t + self.stride, self.top)
 
-    def add_noise(self, x: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
-        """x_t → x_{up(t)} with fresh Gaussian noise (the DDPM marginal ratio ᾱ_{up(t)}/ᾱ_t)."""
+    def add_noise(self, x: torch.Tensor, t: int, generator: Generators) -> torch.Tensor:
+        """x_t → x_{up(t)} with fresh Gaussian noise (the DDPM marginal ratio ᾱ_{up(t)}/ᾱ_t). With a list of
+        generators, row i of the batch draws from generator i: each sample gets the noise it would alone."""
         a, a_next = self._abar(t), self._abar(self.up(t))
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != len(x):
+                raise ValueError(f"CycleSDE: {len(generator)} generators for a batch of {len(x)}")
+            noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+                               for g in generator])
+        else:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (a_next / a) ** 0.5 * x + (1 - a_next / a) ** 0.5 * noise
 
     def solve_noise(self, x: torch.Tensor, x_next: torch.Tensor, eps_next: torch.Tensor, t: int) -> torch.Tensor:
@@ -71,7 +79,7 @@ class CycleSDE:
         direction = (1 - a - sigma ** 2) ** 0.5
         return (x - a ** 0.5 * x0 - direction * eps_next) / sigma
 
-    def forward_step(self, eps_fn: EpsFn, x: torch.Tensor, t: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_step(self, eps_fn: EpsFn, x: torch.Tensor, t: int, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t → (x_{up(t)}, w) where w is the noise that maps x_{up(t)} back to x_t under `reverse_step`."""
         x_next = self.add_noise(x, t, generator)
         return x_next, self.solve_noise(x, x_next, eps_fn(x_next, self.up(t)), t)

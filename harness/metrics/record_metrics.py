@@ -5,7 +5,8 @@
 
 An edit timed while the score stage shared the GPU (`timing.concurrent_scoring` in its record, see
 harness/concurrent_scoring.py) has no comparable time or peak memory: these metrics are NaN for it, with
-that reason, rather than a number that would sit in a leaderboard next to uncontended ones.
+that reason, rather than a number that would sit in a leaderboard next to uncontended ones. The same holds
+for an edit made in a batch of several samples (`timing.batch_size` > 1, e.g. `method.regiondrag.batch_size`).
 """
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ class RecordField(Metric):
     path: tuple[str, ...] = ()
 
     def compute(self, sample: Sample, edited: np.ndarray | None, record: Mapping[str, Any]) -> MetricValue:
-        if (record.get("timing") or {}).get("concurrent_scoring"):
+        timing = record.get("timing") or {}
+        if timing.get("concurrent_scoring"):
             return MetricValue(float("nan"), info={"nan": "edited while scoring shared the GPU "
                                                           "(score_during_edit); edit again with score_during_edit=false"})
+        if timing.get("batch_size", 1) > 1:
+            return MetricValue(float("nan"), info={"nan": f"edited in a batch of {timing['batch_size']}: its time "
+                                                          "and memory are the batch's, not one edit's"})
         value: Any = record
         for key in self.path:
             value = value.get(key, 0.0) if isinstance(value, Mapping) else 0.0
