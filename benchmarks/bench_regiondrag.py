@@ -4,6 +4,7 @@ generation timed in the same process, the FLOP floor, and (optionally) the refer
     python benchmarks/bench_regiondrag.py                       # GPU: random_sd15, fp16, 512×512
     python benchmarks/bench_regiondrag.py --reference .ref      # also run Visual-AI/RegionDrag's drag()
     python benchmarks/bench_regiondrag.py --smoke               # CPU: tiny model, 64×64 (tests the script)
+    python benchmarks/bench_regiondrag.py --batch-sizes 2,4,8   # also batched edits (method.regiondrag.batch_size)
 
 `--reference DIR` points at a checkout of Visual-AI/RegionDrag (its `region_utils/` folder; never
 committed here). Its `drag()` runs on the same random pipeline and seed; the InstantDrag import block is
@@ -40,6 +41,30 @@ def synthetic_sample(size: int) -> DragSample:
     return DragSample("bench/synthetic/0", image, "a photo of a painting", [[192 * s, 240 * s]],
                       [[288 * s, 208 * s]], np.ones((size, size), bool), regions=(region,), dense_handles=dh,
                       dense_targets=dt)
+
+
+def batched_edits(models, sample: DragSample, batch_sizes: list[int], repeat: int) -> list[dict]:
+    """Per-sample time of `edit_batch` on B different images of one size, and each output's max |Δ| against
+    the same image edited alone (batching changes rounding only)."""
+    import dataclasses
+
+    single = RegionDrag.build({})
+    single.setup(models)
+    out = []
+    for size in batch_sizes:
+        samples = [dataclasses.replace(sample, sample_id=f"bench/synthetic/{i}",
+                                       image=np.ascontiguousarray(np.roll(sample.image, 7 * i, axis=(0, 1))))
+                   for i in range(size)]
+        method = RegionDrag.build({"batch_size": size})
+        method.setup(models)
+        timing = time_fn(lambda: method.edit_batch(samples, 42), warmup=1, repeat=max(2, repeat // 2))
+        together = method.edit_batch(samples, 42)
+        diffs = [np.abs(r.image.astype(int) - single.edit(s, 42).image.astype(int)) for r, s in zip(together, samples)]
+        out.append({"batch_size": size, "batch_s": timing["median_s"], "per_sample_s": timing["median_s"] / size,
+                    "max_abs_diff_vs_alone": int(max(d.max() for d in diffs)),
+                    "mean_abs_diff_vs_alone": float(np.mean([d.mean() for d in diffs])),
+                    "identical_fraction": float(np.mean([(d == 0).mean() for d in diffs]))})
+    return out
 
 
 def load_reference(ref_dir: Path, models):
@@ -117,6 +142,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
     parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
     parser.add_argument("--cudnn-attention", action="store_true", help="allow cuDNN SDPA (the harness's cudnn_attention=true)")
+    parser.add_argument("--batch-sizes", default="", help="e.g. 2,4,8: per-sample time of batched edits "
+                        "(method.regiondrag.batch_size) and their max |Δ| against one-at-a-time edits")
+    parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/regiondrag[-tags]-<device>.json)")
     args = parser.parse_args()
     harness_runtime(args.cudnn_attention)
     size = 64 if args.smoke else args.size
@@ -173,13 +201,18 @@ def main() -> None:
         payload["reference"] = ref
         payload["speedup_vs_reference"] = ref["median_s"] / ours["median_s"]
 
+    if args.batch_sizes:
+        payload["batched"] = batched_edits(models, sample, [int(b) for b in args.batch_sizes.split(",")], repeat)
+        rows += [{"what": f"regiondrag batch_size={r['batch_size']} (per sample)", "median_s": r["per_sample_s"]}
+                 for r in payload["batched"]]
+
     sync()
     print_table(rows)
     for key in ("graphs_vs_eager_max_abs_diff", "ratio_regiondrag_to_generation", "flop_floor_s", "reference_max_abs_diff", "speedup_vs_reference"):
         if key in payload:
             print(f"{key}: {payload[key]}")
     tag = ("-channels_last" if args.channels_last else "") + ("-cudnn_attention" if args.cudnn_attention else "")
-    print(f"wrote {write_result('regiondrag' + tag, payload, args.smoke)}")
+    print(f"wrote {write_result('regiondrag' + tag, payload, args.smoke, args.out)}")
 
 
 if __name__ == "__main__":
