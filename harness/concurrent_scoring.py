@@ -161,9 +161,9 @@ class ConcurrentScorer:
 
 @contextlib.contextmanager
 def priority_stream(device: torch.device | None) -> Iterator[None]:
-    """Run the block on a fresh highest-priority stream of `device` (a no-op off the GPU). It starts after
-    the work already queued on the current stream (model loading) and the current stream waits for it at the
-    end, so code before and after sees the usual ordering."""
+    """Run the block on the process's highest-priority edit stream of `device` (a no-op off the GPU). It
+    starts after the work already queued on the current stream (model loading) and the current stream waits
+    for it at the end, so code before and after sees the usual ordering."""
     if device is None or device.type != "cuda":
         yield
         return
