@@ -371,13 +371,8 @@ def _edit_batch(store: MethodStore, method: Any, sample_ids: list[str], samples:
         n = len(samples)
         outcomes = {}
         for sample_id, result, image in zip(sample_ids, results, images):
-            lora_s = float(result.timings.get("lora", 0.0)) / n
             record = dict(base_record, sample_id=sample_id, started_at=started)
-            record.update(timing={"total_s": timer["seconds"] / n, "lora_s": lora_s,
-                                  "edit_s": timer["seconds"] / n - lora_s,
-                                  **{f"method_{k}_s": float(v) / n for k, v in result.timings.items()},
-                                  "concurrent_scoring": concurrent_scoring, "batch_size": n,
-                                  "batch_total_s": timer["seconds"]},
+            record.update(timing=_timing(timer["seconds"], result.timings, concurrent_scoring, batch_size=n),
                           memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
             outcomes[sample_id] = ("edited", functools.partial(store.save_ok, sample_id, image, record))
         return outcomes
@@ -386,6 +381,20 @@ def _edit_batch(store: MethodStore, method: Any, sample_ids: list[str], samples:
     return {sample_id: _edit_one(store, method, lambda _, s=sample: s, sample_id, seed, base_record, device,
                                  force, strict, concurrent_scoring)
             for sample_id, sample in zip(sample_ids, samples)}
+
+
+def _timing(seconds: float, method_timings: Mapping[str, float], concurrent_scoring: bool,
+            batch_size: int = 1) -> dict[str, Any]:
+    """A record's `timing`: the edit's wall clock, split into LoRA fitting and the rest, and the method's own
+    stage times; for a batch, each sample's share of the batch's (with the batch's size and total)."""
+    total_s = seconds / batch_size
+    lora_s = float(method_timings.get("lora", 0.0)) / batch_size
+    timing = {"total_s": total_s, "lora_s": lora_s, "edit_s": total_s - lora_s,
+              **{f"method_{k}_s": float(v) / batch_size for k, v in method_timings.items()},
+              "concurrent_scoring": concurrent_scoring}
+    if batch_size > 1:
+        timing.update(batch_size=batch_size, batch_total_s=seconds)
+    return timing
 
 
 def _raising(exc: Exception) -> Callable[[str], Any]:
@@ -407,10 +416,7 @@ def _edit_one(store: MethodStore, method: Any, load: Callable[[str], Any], sampl
         with determinism.GLOBAL_RNG_LOCK, _device_timer(device) as timer:
             result = method.edit(sample, seed)
         image = _check_output(result.image, sample)
-        lora_s = float(result.timings.get("lora", 0.0))
-        record.update(timing={"total_s": timer["seconds"], "lora_s": lora_s, "edit_s": timer["seconds"] - lora_s,
-                              **{f"method_{k}_s": float(v) for k, v in result.timings.items()},
-                              "concurrent_scoring": concurrent_scoring},
+        record.update(timing=_timing(timer["seconds"], result.timings, concurrent_scoring),
                       memory={"peak_mib": timer["peak_mib"]}, info=result.info, finished_at=now())
         return "edited", lambda: store.save_ok(sample_id, image, record)
     except Exception as exc:  # a failing sample is recorded and the sweep goes on

@@ -33,9 +33,12 @@ log = logging.getLogger("harness")
 SCORE_COLUMNS = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
 
 
-def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]]) -> tuple[MetricContext, list[Metric]]:
-    """The shared feature context of the config's `features` section and the per-sample metrics on it."""
-    context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"))
+def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]],
+                  context: MetricContext | None = None) -> tuple[MetricContext, list[Metric]]:
+    """The shared feature context of the config's `features` section (or `context`, whose networks are
+    already built) and the per-sample metrics on it."""
+    if context is None:
+        context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"))
     return context, [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
 
 
@@ -43,10 +46,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 metric_classes: list[type[Metric]], context: MetricContext | None = None) -> pd.DataFrame:
     """Per-sample metric rows for every configured method variant and every sample with an output.
     `context` reuses feature networks already built (by the concurrent scorer) instead of building them again."""
-    if context is None:
-        context, metrics = build_metrics(cfg, metric_classes)
-    else:
-        metrics = [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
+    context, metrics = build_metrics(cfg, metric_classes, context)
     set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
     if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
         log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
