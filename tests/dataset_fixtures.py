@@ -186,3 +186,30 @@ def write_cocoee(root: Path, ids: Sequence[int] = COCOEE_IDS) -> Path:
         write_image(root / "Ref_3500" / f"{id12}_ref.png", gradient_image(32, 40, i + 10))
         write_image(root / "Mask_bbox_3500" / f"{id12}_mask.png", box_mask(w, h, (10, 12, 40, 44), 255))
     return root
+
+
+def sized_drag_dataset(sizes: dict[str, tuple[int, int]], unreadable: Sequence[str] = ()):
+    """An in-memory `Dataset` of flat drag samples `sized/cat/<name>` with the given (width, height) each;
+    `inspect` fails for the `unreadable` names, as for an image whose header cannot be read."""
+    from harness.data.base import Dataset, DatasetLoader, SampleInfo
+    from harness.types import DragSample
+
+    class SizedLoader(DatasetLoader):
+        name = "sized"
+
+        def list_ids(self):
+            return [f"sized/cat/{k}" for k in sizes]
+
+        def load_sample(self, sample_id):
+            w, h = sizes[sample_id.rsplit("/", 1)[1]]
+            image = np.full((h, w, 3), ord(sample_id[-1]), np.uint8)
+            return DragSample(sample_id=sample_id, image=image, prompt="", handles=np.zeros((1, 2)),
+                              targets=np.ones((1, 2)), mask=np.ones((h, w), bool))
+
+        def inspect(self, sample_id):
+            name = sample_id.rsplit("/", 1)[1]
+            if name in unreadable:
+                raise OSError("unreadable header")
+            return SampleInfo(sample_id, "cat", sizes[name])
+
+    return Dataset(loader=SizedLoader())

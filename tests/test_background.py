@@ -78,31 +78,11 @@ def test_sample_lock_stays_held_until_the_writer_releases_it(tmp_path: Path):
 
 
 def test_edit_stage_writes_every_output_and_groups_samples_by_size(tmp_path: Path):
-    from harness.data.base import Dataset, DatasetLoader, SampleInfo
     from harness.pipeline import edit_order, edit_stage, plan_methods
-    from harness.types import DragSample
+    from tests.dataset_fixtures import sized_drag_dataset
 
     sizes = {"a": (64, 48), "b": (32, 32), "c": (64, 48), "d": (32, 32), "e": (48, 64)}
-
-    class Loader(DatasetLoader):
-        name = "sized"
-
-        def list_ids(self):
-            return [f"sized/cat/{k}" for k in sizes]
-
-        def load_sample(self, sample_id):
-            w, h = sizes[sample_id.rsplit("/", 1)[1]]
-            image = np.full((h, w, 3), ord(sample_id[-1]), np.uint8)
-            return DragSample(sample_id=sample_id, image=image, prompt="", handles=np.zeros((1, 2)),
-                              targets=np.ones((1, 2)), mask=np.ones((h, w), bool))
-
-        def inspect(self, sample_id):
-            name = sample_id.rsplit("/", 1)[1]
-            if name == "e":
-                raise OSError("unreadable header")
-            return SampleInfo(sample_id, "cat", sizes[name])
-
-    dataset = Dataset(loader=Loader())
+    dataset = sized_drag_dataset(sizes, unreadable=["e"])
     # (32, 32) first, then (64, 48); the unreadable one last
     assert edit_order(dataset, dataset.sample_ids()) == [f"sized/cat/{k}" for k in "bdace"]
     plans = plan_methods({"identity": {}}, {"name": "tiny", "source": "random", "arch": "tiny"}, dataset)
@@ -111,4 +91,4 @@ def test_edit_stage_writes_every_output_and_groups_samples_by_size(tmp_path: Pat
     store = MethodStore(tmp_path, dataset.key, plans[0].key)
     for sample_id in dataset.sample_ids():
         assert store.trusted_record(sample_id) is not None
-        np.testing.assert_array_equal(store.load_image(sample_id), Loader().load_sample(sample_id).image)
+        np.testing.assert_array_equal(store.load_image(sample_id), dataset.load(sample_id).image)

@@ -8,35 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data.base import Dataset, DatasetLoader, SampleInfo
 from harness.method import EditMethod
 from harness.metrics.features import MetricContext
 from harness.pipeline import edit_stage, plan_methods, size_batches
 from harness.registry import METHODS, METRICS
 from harness.store import MethodStore
-from harness.types import DragSample, EditResult
+from harness.types import EditResult
+from tests.dataset_fixtures import sized_drag_dataset
 from tests.test_regiondrag import make_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 # sample name → (width, height); "bad" makes the batching test method fail
 SIZES = {"a": (32, 24), "b": (32, 24), "c": (32, 24), "d": (32, 24), "bad": (32, 24), "e": (16, 16), "f": (16, 16)}
-
-
-class SizedLoader(DatasetLoader):
-    name = "sized_batches"
-
-    def list_ids(self):
-        return [f"sized_batches/cat/{k}" for k in SIZES]
-
-    def load_sample(self, sample_id):
-        w, h = SIZES[sample_id.rsplit("/", 1)[1]]
-        image = np.full((h, w, 3), len(sample_id), np.uint8)
-        return DragSample(sample_id=sample_id, image=image, prompt="", handles=np.zeros((1, 2)),
-                          targets=np.ones((1, 2)), mask=np.ones((h, w), bool))
-
-    def inspect(self, sample_id):
-        return SampleInfo(sample_id, "cat", SIZES[sample_id.rsplit("/", 1)[1]])
 
 
 BATCHES: list[list[str]] = []
@@ -68,7 +52,7 @@ def test_size_batches_cut_runs_of_equal_size():
 
 def test_edit_stage_batches_equal_sizes_records_shares_and_isolates_a_failure(tmp_path: Path):
     BATCHES.clear()
-    dataset = Dataset(loader=SizedLoader())
+    dataset = sized_drag_dataset(SIZES)
     plans = plan_methods({"test_batches_of_three": {}}, {"name": "tiny", "source": "random", "arch": "tiny"}, dataset)
     summary = edit_stage({"seed": 0}, dataset, tmp_path, plans)[plans[0].key]
     assert summary["edited"] == 6 and summary["failed"] == 1
@@ -82,8 +66,7 @@ def test_edit_stage_batches_equal_sizes_records_shares_and_isolates_a_failure(tm
     batched = records["c"]["timing"]
     assert batched["batch_size"] == 2 and batched["total_s"] == pytest.approx(batched["batch_total_s"] / 2)
     for name in "abcdef":
-        np.testing.assert_array_equal(store.load_image(f"sized_batches/cat/{name}"),
-                                      SizedLoader().load_sample(f"sized_batches/cat/{name}").image)
+        np.testing.assert_array_equal(store.load_image(f"sized/cat/{name}"), dataset.load(f"sized/cat/{name}").image)
     time_metric = METRICS.get("time")(MetricContext({}, device="cpu"))
     value = time_metric.compute(None, None, records["c"])
     assert np.isnan(value.value) and "batch of 2" in value.info["nan"]

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from harness.cli import run
 from harness.config import compose
+from harness.diffusion.graphs import GraphCaptureError
 from harness.method import EditMethod
 from harness.pipeline import ConfigError
 from harness.registry import METHODS, UnknownNameError
@@ -20,15 +21,21 @@ from harness.types import EditResult
 FAST_METRICS = "metrics=[lpips_alex@dragdiffusion,md_dift@dragdiffusion,time,peak_mem]"
 
 
-@METHODS.register("test_fails_on_square")
-class FailsOnSquare(EditMethod):
-    name = "test_fails_on_square"
-    needs_model = False
+def register_failing_method(name: str, on: str, error: Exception) -> None:
+    """A model-free method that returns the source unchanged, and raises `error` on samples whose id contains `on`."""
+    class FailsOn(EditMethod):
+        needs_model = False
 
-    def edit(self, sample, seed):
-        if "square" in sample.sample_id:
-            raise RuntimeError("synthetic failure")
-        return EditResult(image=sample.image.copy())
+        def edit(self, sample, seed):
+            if on in sample.sample_id:
+                raise error
+            return EditResult(image=sample.image.copy())
+
+    FailsOn.name = name
+    METHODS.register(name)(FailsOn)
+
+
+register_failing_method("test_fails_on_square", "square", RuntimeError("synthetic failure"))
 
 
 def config(tmp_path, *overrides):
@@ -92,23 +99,12 @@ def test_failing_sample_is_recorded_and_the_run_goes_on(tmp_path):
         run(config(tmp_path / "strict", "method=[identity]", "+method.test_fails_on_square={}", "metrics=[time]", "strict=true"))
 
 
-@METHODS.register("test_capture_fails_on_triangle")
-class CaptureFailsOnTriangle(EditMethod):
-    name = "test_capture_fails_on_triangle"
-    needs_model = False
-
-    def edit(self, sample, seed):
-        from harness.diffusion.graphs import GraphCaptureError
-
-        if "triangle" in sample.sample_id:
-            raise GraphCaptureError("CUDA graph capture failed: synthetic")
-        return EditResult(image=sample.image.copy())
+register_failing_method("test_capture_fails_on_triangle", "triangle",
+                        GraphCaptureError("CUDA graph capture failed: synthetic"))
 
 
 def test_a_failed_graph_capture_stops_the_edit_stage(tmp_path):
     """After a failed capture the CUDA state cannot be trusted: recorded, then the run stops (not strict)."""
-    from harness.diffusion.graphs import GraphCaptureError
-
     with pytest.raises(GraphCaptureError):
         run(config(tmp_path, "method=[]", "+method.test_capture_fails_on_triangle={}", "metrics=[time]"))
     store = next((tmp_path / "run" / "store" / "demo").glob("test_capture_fails_on_triangle-*"))
