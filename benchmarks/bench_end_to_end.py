@@ -4,6 +4,7 @@ one `python -m harness` process, wall clock from launch to the written report (m
     python benchmarks/bench_end_to_end.py                    # GPU: 205 samples, random_sd15 + random_sd21
     python benchmarks/bench_end_to_end.py --smoke            # CPU: 4 small samples, tiny models, no MD (tests the script)
     python benchmarks/bench_end_to_end.py -- score_during_edit=false    # extra Hydra overrides after --
+    python benchmarks/bench_end_to_end.py -- method.regiondrag.batch_size=8 tf32_matmul=true   # the fast settings
 
 The full DragBench-D is not on the project's machines, so the script writes a stand-in with its published
 statistics (datasets.md §2.3) in the original layout (`<category>/<sample>/original_image.png` +
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         "failures": {r["sample_id"]: r.get("error") for r in records if r.get("status") != "ok"},
         "scores_sha256": hashlib.sha256(values.to_csv(index=False).encode()).hexdigest(),
         "score_means": values.groupby("metric")["value"].mean().to_dict(),
+        # per-sample values, to compare runs that differ by rounding (batching, TF32) against the exact one
+        "scores_by_sample": {m: dict(zip(df.sample_id, df.value)) for m, df in values.groupby("metric")},
     }
     print(json.dumps(payload, indent=1))
     print(f"wrote {write_result('end_to_end', payload, args.smoke, args.out)}")

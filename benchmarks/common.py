@@ -14,12 +14,12 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def harness_runtime(cudnn_attention: bool = False) -> None:
-    """The process-wide kernel settings `python -m harness` applies by default (harness/determinism.py),
-    so a benchmark measures what a run does."""
-    from harness.determinism import configure_attention
+def harness_runtime(cudnn_attention: bool = False, tf32_matmul: bool = False) -> None:
+    """The process-wide kernel settings `python -m harness` applies (harness/determinism.py; defaults unless
+    asked), so a benchmark measures what a run does."""
+    from harness.determinism import configure_kernels
 
-    configure_attention(cudnn_attention)
+    configure_kernels({"cudnn_attention": cudnn_attention, "tf32_matmul": tf32_matmul})
 
 
 def sync() -> None:

@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from harness import determinism
 from harness.pipeline import (ConfigError, MethodPlan, collect_timesteps, edit_and_score, markdown_table, now,
                               plan_methods, plan_metrics, report_stage, score_settings, smoke_reasons, write_run_json)
 from harness.stats import RESAMPLES, mean_ci
@@ -102,10 +103,14 @@ def plan_points(container: Mapping[str, Any]) -> list[PointRun]:
 
     runs = []
     spec = container["ablation"]
+    kernels = determinism.kernel_choices(container)  # process-wide, applied once (cli.run)
     for point in ablation_points(spec):
         cfg = apply_overrides(container, point.overrides, f"ablation point {point.label!r}")
+        if determinism.kernel_choices(cfg) != kernels:
+            raise ConfigError(f"ablation point {point.label!r}: {sorted(determinism.KERNEL_DEFAULTS)} are process-wide "
+                              "kernel settings; compare them in separate runs, not as ablation points")
         dataset = open_dataset(cfg["dataset"], cfg.get("shard"))
-        plans = plan_methods(cfg.get("method") or {}, cfg["model"], dataset)
+        plans = plan_methods(cfg.get("method") or {}, cfg["model"], dataset, kernels)
         plan_metrics(list(cfg.get("metrics") or []), dataset)
         runs.append(PointRun(point, cfg, dataset, plans))
     keys = [(r.dataset.key, p.key) for r in runs for p in r.plans]

@@ -25,7 +25,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     container = OmegaConf.to_container(cfg, resolve=True)
     # First, before anything touches CUDA: cuBLAS reads its workspace setting once per process.
-    determinism.configure_attention(bool(container.get("cudnn_attention", False)))
+    determinism.configure_kernels(container)
     determinism_state = determinism.configure(bool(container.get("deterministic", False)))
     out_dir = Path(container["out_dir"]).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,8 @@ def run(cfg: Any) -> dict[str, Any]:
         return run_ablation(container, out_dir, stages, run_name)
     dataset = open_dataset(container["dataset"], container.get("shard"))
     # Plan everything before any work: unknown names and incompatible pairings fail here.
-    plans = plan_methods(container.get("method") or {}, container["model"], dataset)
+    plans = plan_methods(container.get("method") or {}, container["model"], dataset,
+                         determinism.kernel_choices(container))
     metric_ids = list(container.get("metrics") or [])
     metric_classes = plan_metrics(metric_ids, dataset)
     started = now()

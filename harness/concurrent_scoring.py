@@ -40,7 +40,7 @@ import torch
 from harness.data.base import Dataset
 from harness.metrics.base import Metric, SetMetric
 from harness.scoring import _score_inputs, build_metrics, score_sample
-from harness.store import MethodStore, stable_hash
+from harness.store import MethodStore
 from harness.streams import highest_priority, role_stream
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class ConcurrentScorer:
         self.context, self.metrics = build_metrics(cfg, list(metric_classes))
         self.dataset = dataset
         self.strict = bool(cfg.get("strict", False))
-        self.feature_key = stable_hash(self.context.features)
+        self.feature_key = self.context.key
         self.scored = self.failed = 0
         self._queue: queue.Queue[tuple[MethodPlan, MethodStore, str] | None] = queue.Queue()
         self._abort = threading.Event()

@@ -15,12 +15,19 @@ kernels and cuBLAS's workspace reuse make results vary between runs; `determinis
 Even then bit-identity holds only on the same GPU model with the same driver and library versions.
 Deterministic kernels can be slower, so timing runs should leave the option off and say so.
 
-`cudnn_attention` (default false) chooses whether PyTorch may run scaled-dot-product attention through
-cuDNN. On an H100 cuDNN attention is ~3% faster per call in steady state, but it builds a plan for every
-new shape (0.6–0.7 s for the first call, benchmarks/NOTES.md) and adds host time to each eager call;
-DragBench-D alone has 53 image sizes. Without it PyTorch takes FlashAttention or memory-efficient
-attention. The choice changes fp16 rounding only; it is recorded with every sample (`state()`), not
-part of the store key (like the cuDNN determinism flags).
+Two process-wide kernel choices change rounding, so a run that departs from their defaults gets its own
+store keys for outputs and scores (`kernel_choices`; a default run's keys are unchanged), and every record
+lists them (`state()`):
+- `cudnn_attention` (default false): whether PyTorch may run scaled-dot-product attention through cuDNN. On
+  an H100 cuDNN attention is ~3% faster per call in steady state, but it builds a plan for every new shape
+  (0.6–0.7 s for the first call, benchmarks/NOTES.md) and adds host time to each eager call; DragBench-D
+  alone has 53 image sizes. Without it PyTorch takes FlashAttention or memory-efficient attention.
+- `tf32_matmul` (default false, as in PyTorch): float32 matrix products on TF32 tensor cores (10-bit
+  mantissa, float32 accumulation). cuDNN convolutions already use TF32 by PyTorch's default, in the
+  reference code too; this extends it to linear layers and attention, which makes the float32 protocol of
+  `md_dift@dragdiffusion` 1.5× faster and moves its per-sample MD by ~1/1000 of what a different seed does
+  (benchmarks/NOTES.md). Half-precision work (every fp16 method here) is unaffected.
+The cuDNN determinism flags change no result on a deterministic run and are only recorded.
 
 torch's global random generators are process-wide, not per thread. Every piece of code that seeds them
 (random-weight builds, peft's LoRA initialisation) does so through `seeded_global_rng`, which holds
@@ -33,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 GLOBAL_RNG_LOCK = threading.RLock()
 
@@ -52,11 +59,22 @@ def configure(deterministic: bool) -> dict[str, Any]:
     return dict(requested=bool(deterministic), **state())
 
 
-def configure_attention(cudnn: bool) -> None:
-    """Allow or forbid cuDNN scaled-dot-product attention for this process (see the module docstring)."""
+KERNEL_DEFAULTS = {"cudnn_attention": False, "tf32_matmul": False}
+
+
+def kernel_choices(cfg: Mapping[str, Any]) -> dict[str, bool]:
+    """The run config's kernel choices that differ from `KERNEL_DEFAULTS` (see the module docstring): part of
+    the store keys of outputs and scores, empty for a default run."""
+    chosen = {name: bool(cfg.get(name, default)) for name, default in KERNEL_DEFAULTS.items()}
+    return {name: value for name, value in chosen.items() if value != KERNEL_DEFAULTS[name]}
+
+
+def configure_kernels(cfg: Mapping[str, Any]) -> None:
+    """Apply the config's kernel choices to this process (see the module docstring)."""
     import torch
 
-    torch.backends.cuda.enable_cudnn_sdp(bool(cudnn))
+    torch.backends.cuda.enable_cudnn_sdp(bool(cfg.get("cudnn_attention", KERNEL_DEFAULTS["cudnn_attention"])))
+    torch.backends.cuda.matmul.allow_tf32 = bool(cfg.get("tf32_matmul", KERNEL_DEFAULTS["tf32_matmul"]))
 
 
 @contextlib.contextmanager

@@ -67,8 +67,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], dataset: Dataset) -> list[MethodPlan]:
-    """Resolve every configured method (and check it fits the dataset) without loading any model."""
+def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], dataset: Dataset,
+                 kernels: Mapping[str, bool] | None = None) -> list[MethodPlan]:
+    """Resolve every configured method (and check it fits the dataset) without loading any model.
+    `kernels`: the run's non-default kernel choices (`determinism.kernel_choices`), part of each store key
+    because they change rounding."""
     plans = []
     run_spec = plan_model(model_cfg)
     for name, params in (method_cfg or {}).items():
@@ -89,6 +92,8 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.memory_format:
                 description["model"]["memory_format"] = spec.memory_format
+        if kernels:
+            description["kernels"] = dict(kernels)
         plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))
     if not plans:
         raise ConfigError("no method configured (set method=<name> or method=[a,b])")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from harness import determinism
 from harness.background import BackgroundWriter, iter_prefetched
 from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
@@ -38,7 +39,8 @@ def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]],
     """The shared feature context of the config's `features` section (or `context`, whose networks are
     already built) and the per-sample metrics on it."""
     if context is None:
-        context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"))
+        context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"),
+                                kernels=determinism.kernel_choices(cfg))
     return context, [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
 
 
@@ -52,7 +54,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
         log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
                     "stages=[score,report] without sharding", [m.id for m in set_metrics])
         set_metrics = []
-    feature_key = stable_hash(context.features)
+    feature_key = context.key
     strict = bool(cfg.get("strict"))
     sample_ids = dataset.sample_ids()
     rows: list[dict[str, Any]] = []

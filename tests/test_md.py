@@ -24,7 +24,7 @@ class ShiftEquivariant:
     def __init__(self, models):
         self.models = models
         self.weight = torch.randn(32, 3, 5, 5, generator=torch.Generator().manual_seed(0))
-        self.t, self.up_ft_index, self.ensemble = 261, 1, 8
+        self.t, self.up_ft_index, self.ensemble, self.compiled = 261, 1, 8, False
 
     def __call__(self, image, prompt, latent, generator):
         x = F.pad(image.float(), (2, 2, 2, 2), mode="circular")
@@ -40,7 +40,7 @@ class FakeModels:
 
 def metric(cls):
     m = cls(MetricContext({"seed": 42}, device="cpu"))
-    m.context._cache[("dift", cls.dift_dtype)] = ShiftEquivariant(FakeModels())
+    m.context._cache[("dift", cls.dift_dtype, False)] = ShiftEquivariant(FakeModels())
     return m
 
 
@@ -149,3 +149,57 @@ def test_batched_featurizer_draws_the_same_noise_as_one_call_per_image(smoke_fea
         alone = torch.cat([dift(images[i:i + 1], "a cat", latent, g) for i in range(2)])
         torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(together[0], together[1])
+
+
+def test_unet_through_up_block_is_the_full_unets_block_output(tiny_sd21_models):
+    """DIFT's truncated UNet: bit-identical to `up_blocks[i]`'s output inside the full forward, at latent
+    sizes that do and do not divide by the UNet's overall downsampling (the upsample-size path), and it
+    leaves the shared UNet itself whole."""
+    from harness.diffusion.features import unet_through_up_block
+
+    unet = tiny_sd21_models.unet
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(2, 77, unet.config.cross_attention_dim, generator=g)
+    for index in (0, 1):
+        trunk = unet_through_up_block(unet, index)
+        for h, w in ((8, 8), (10, 7)):
+            x = torch.randn(2, 4, h, w, generator=g)
+            captured = []
+            handle = unet.up_blocks[index].register_forward_hook(lambda m, i, out: captured.append(out))
+            try:
+                full = unet(x, 261, encoder_hidden_states=text).sample
+            finally:
+                handle.remove()
+            assert torch.equal(trunk(x, 261, encoder_hidden_states=text, return_dict=False)[0], captured[0])
+            assert full.shape == x.shape and torch.equal(unet(x, 261, encoder_hidden_states=text).sample, full)
+    with pytest.raises(ValueError, match="out of range"):
+        unet_through_up_block(unet, len(unet.up_blocks))
+
+
+def test_compiled_dift_traces_as_one_graph_and_only_for_the_fixed_shape_protocol(smoke_features, monkeypatch):
+    """`features.dift_compile`: the truncated UNet must trace without a graph break (fullgraph) and, on the
+    eager backend, give the eager features exactly; only `md_dift@regiondrag` (fixed 768² input) compiles,
+    and its settings say so."""
+    from harness.metrics.dift import DiftFeaturizer
+
+    compiled_with = []
+    real_compile = torch.compile
+
+    def eager_backend_compile(module, **kwargs):
+        compiled_with.append(kwargs)
+        return real_compile(module, backend="eager", **kwargs)  # inductor takes minutes on a 2-core CPU
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    models = MetricContext(smoke_features, device="cpu").dift_models(torch.float32)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    eager, compiled = DiftFeaturizer(models, ensemble=2), DiftFeaturizer(models, ensemble=2, compiled=True)
+    def run(dift):
+        return dift(images, "a cat", "mode", torch.Generator().manual_seed(42))
+
+    assert torch.equal(run(compiled), run(eager))
+    assert compiled_with == [{"dynamic": False, "fullgraph": True}]
+
+    context = MetricContext({**smoke_features, "dift_compile": True}, device="cpu")
+    assert MdDiftRegionDrag(context).featurizer().compiled and not MdDiftDragDiffusion(context).featurizer().compiled
+    assert MdDiftRegionDrag(context).settings()["unet"] == "torch.compile (inductor)"
+    assert "unet" not in MdDiftRegionDrag(MetricContext(smoke_features, device="cpu")).settings()

@@ -8,8 +8,11 @@ output, which is how DragNoise injects the optimised bottleneck.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class BlockTap:
@@ -51,3 +54,37 @@ def resize_features(features: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 def supervision_size(image_hw: tuple[int, int], scale: float = 0.5) -> tuple[int, int]:
     """The feature grid the drag losses run on: `int(0.5 · H), int(0.5 · W)` of the source image."""
     return int(scale * image_hw[0]), int(scale * image_hw[1])
+
+
+class _SkippedUpBlock(nn.Module):
+    """Stands in for an up block after the one a featuriser wants: hands its input on unchanged. It keeps
+    the original's number of `resnets` (a plain list, no parameters) because `UNet2DConditionModel.forward`
+    pops that many skip connections per up block."""
+
+    has_cross_attention = False
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.resnets = [None] * len(block.resnets)
+
+    def forward(self, hidden_states: torch.Tensor, **_) -> torch.Tensor:
+        return hidden_states
+
+
+def unet_through_up_block(unet: nn.Module, index: int) -> nn.Module:
+    """A view of `unet`, sharing its weights, whose forward returns the output of `up_blocks[index]` (its
+    upsampler included) and skips everything after it.
+
+    Why not a hook that stops the forward: the view is one plain module call (no exception for control
+    flow), so `torch.compile` can take it whole, and diffusers' own forward still runs every op up to the
+    block in the same order, so the feature is bit-identical to the full UNet's `up_blocks[index]` output
+    (tests/test_md.py). The later up blocks become pass-throughs and the output head an identity."""
+    if not 0 <= index < len(unet.up_blocks):
+        raise ValueError(f"up block index {index} out of range: the UNet has {len(unet.up_blocks)} up blocks")
+    trunk = copy.copy(unet)
+    trunk._modules = dict(unet._modules)  # own module table: the assignments below leave `unet` untouched
+    trunk.up_blocks = nn.ModuleList([*unet.up_blocks[:index + 1],
+                                     *(_SkippedUpBlock(block) for block in unet.up_blocks[index + 1:])])
+    trunk.conv_norm_out = None  # UNet2DConditionModel skips its output norm and activation when this is None
+    trunk.conv_out = nn.Identity()
+    return trunk

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+import yaml
 
 
 def _read_image(path: str, what: str) -> np.ndarray:
@@ -125,7 +126,7 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
         overrides.append(f"model@features.dift_model={options.pop('dift_model')}")
     features = compose(overrides)["features"]
     for key in [k for k in options if k in features]:
-        features[key] = options.pop(key)
+        features[key] = yaml.safe_load(options.pop(key))  # as the config file would read it: true → True, 43 → 43
     device = options.pop("device", "auto")
     prompts = {k: options.pop(k) for k in ("prompt", "target_prompt") if k in options}
     if options:

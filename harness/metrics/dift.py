@@ -1,30 +1,36 @@
 """DIFT features (Tang et al.): one noisy UNet pass at t = 261, the `up_blocks[up_ft_index]` output,
 averaged over an ensemble of noise draws. Shared by both mean-distance protocols.
 
-Only the UNet up to the hooked block runs: the hook raises `_StopForward`, so the two high-resolution up
-blocks (most of the UNet's cost) are skipped without changing the feature.
+Only the UNet up to the wanted block runs (`unet_through_up_block`), so the two high-resolution up blocks
+(most of the UNet's cost) are skipped without changing the feature.
 
 `latent="sample"` (DragDiffusion): every ensemble copy gets its own VAE sample, drawn as
 mean + std·ε from one encoder pass (identical to encoding the repeated image); `latent="mode"`
 (RegionDrag): all copies share the distribution mode. The added noise is independent per copy in both.
+
+`compiled=True` runs the UNet part through `torch.compile` (inductor fuses the normalisations and
+elementwise work around the convolutions and attention). Opt-in: fused kernels round differently, so the
+features move at fp16 rounding level (benchmarks/NOTES.md measures by how much), and every new input shape
+costs a compilation, so it only pays on a fixed-shape protocol (`md_dift@regiondrag`'s 768²).
 """
 from __future__ import annotations
 
 import torch
 
-
-class _StopForward(Exception):
-    pass
+from harness.diffusion.features import unet_through_up_block
 
 
 class DiftFeaturizer:
-    def __init__(self, models, t: int = 261, up_ft_index: int = 1, ensemble: int = 8) -> None:
+    def __init__(self, models, t: int = 261, up_ft_index: int = 1, ensemble: int = 8, compiled: bool = False) -> None:
         from diffusers import DDIMScheduler
 
         self.models = models
         self.t = t
         self.up_ft_index = up_ft_index
         self.ensemble = ensemble
+        self.compiled = compiled
+        trunk = unet_through_up_block(models.unet, up_ft_index)
+        self.trunk = torch.compile(trunk, dynamic=False, fullgraph=True) if compiled else trunk
         # DIFT only uses add_noise, which depends on the betas alone (not on the prediction type).
         self.scheduler = DDIMScheduler.from_config(models.scheduler_config)
         self._prompts: dict[str, torch.Tensor] = {}
@@ -62,19 +68,5 @@ class DiftFeaturizer:
             noisy.append(self.scheduler.add_noise(z, noise, t))
         noisy = torch.cat(noisy)
         text = self._prompt(prompt).expand(len(noisy), -1, -1)
-
-        captured: list[torch.Tensor] = []
-
-        def hook(module, inputs, output):
-            captured.append(output)
-            raise _StopForward
-
-        handle = m.unet.up_blocks[self.up_ft_index].register_forward_hook(hook)
-        try:
-            m.unet(noisy, t, encoder_hidden_states=text)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        feature = captured[0]
+        feature = self.trunk(noisy, t, encoder_hidden_states=text, return_dict=False)[0]
         return feature.reshape(len(x), self.ensemble, *feature.shape[1:]).mean(dim=1)

@@ -5,7 +5,9 @@
   torchvision `alexnet().features` state dict (.safetensors or .pth), or `random` (seeded random backbone
   with the package's real linear heads: smoke runs only);
 - `dift_model`: a model config (see conf/feature_model/) for the DIFT UNet, SD 2.1 for real runs;
-- `seed`: the per-sample seed for stochastic metrics (DIFT noise).
+- `seed`: the per-sample seed for stochastic metrics (DIFT noise);
+- `dift_compile`: run `md_dift@regiondrag`'s fixed-shape UNet pass through torch.compile (opt-in: rounding
+  changes, one compilation per process; harness/metrics/dift.py).
 """
 from __future__ import annotations
 
@@ -66,14 +68,26 @@ def build_lpips_alex(backbone: str, seed: int = 0):
 
 
 class MetricContext:
-    """Holds the configuration and the lazily built, shared feature extractors."""
+    """Holds the configuration and the lazily built, shared feature extractors.
 
-    def __init__(self, features: Mapping[str, Any] | None = None, device: str | torch.device = "auto") -> None:
+    `kernels` are the run's non-default process-wide kernel choices (`determinism.kernel_choices`): they
+    change rounding, so they are part of `key`, which every cached score is stored under."""
+
+    def __init__(self, features: Mapping[str, Any] | None = None, device: str | torch.device = "auto",
+                 kernels: Mapping[str, bool] | None = None) -> None:
         self.features = dict(features or {})
+        self.kernels = dict(kernels or {})
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self._cache: dict[Any, Any] = {}
+
+    @property
+    def key(self) -> str:
+        """The feature settings' key of cached scores (unchanged from the features alone on a default run)."""
+        from harness.store import stable_hash
+
+        return stable_hash({**self.features, "kernels": self.kernels} if self.kernels else self.features)
 
     @property
     def seed(self) -> int:

@@ -79,12 +79,15 @@ def nearest_upsampled_match_xy(src_feat: torch.Tensor, trg_feat: torch.Tensor, h
 class _MdDift(Metric):
     families = ("drag",)
     dift_dtype = torch.float32
+    compilable = False  # fixed input shape: `features.dift_compile` may compile its UNet pass (one compilation)
 
     def featurizer(self) -> DiftFeaturizer:
-        key = ("dift", self.dift_dtype)
+        compiled = self.compilable and bool(self.context.features.get("dift_compile", False))
+        key = ("dift", self.dift_dtype, compiled)
         cache = self.context._cache
         if key not in cache:
-            cache[key] = DiftFeaturizer(self.context.dift_models(self.context.dtype(self.dift_dtype)))
+            models = self.context.dift_models(self.context.dtype(self.dift_dtype))
+            cache[key] = DiftFeaturizer(models, compiled=compiled)
         return cache[key]
 
     def generator(self) -> torch.Generator:
@@ -92,8 +95,9 @@ class _MdDift(Metric):
 
     def settings(self) -> dict[str, Any]:
         f = self.featurizer()
-        return {**f.models.describe(), "t": f.t, "up_ft_index": f.up_ft_index, "ensemble": f.ensemble,
-                "seed_policy": f"per-sample generator seeded {self.context.seed}, source then edited"}
+        out = {**f.models.describe(), "t": f.t, "up_ft_index": f.up_ft_index, "ensemble": f.ensemble,
+               "seed_policy": f"per-sample generator seeded {self.context.seed}, source then edited"}
+        return {**out, "unet": "torch.compile (inductor)"} if f.compiled else out
 
 
 @METRICS.register("md_dift@dragdiffusion")
@@ -120,6 +124,7 @@ class MdDiftDragDiffusion(_MdDift):
 class MdDiftRegionDrag(_MdDift):
     id = "md_dift@regiondrag"
     dift_dtype = torch.float16
+    compilable = True
     table_scale = 100.0
     resolution = 768
 
