@@ -2,6 +2,7 @@
 matmul, attention, normalisation, elementwise, layout), from torch.profiler, next to the pass's FLOP floor.
 
     python benchmarks/profile_dift.py              # GPU: random SD 2.1 fp16, source + edited at 768², ensemble 8
+    python benchmarks/profile_dift.py --compiled   # the same with features.dift_compile (after compiling)
     python benchmarks/profile_dift.py --smoke      # CPU: tiny model at 64² (tests the script)
 
 Why: the pass runs at ~3× its FLOP floor with the GPU busy throughout, so the gap is in the kernels
@@ -22,7 +23,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from benchmarks.common import harness_runtime, matmul_tflops, print_table, sync, write_result  # noqa: E402
 
 # first matching substring (lower case) decides a kernel's kind
-KINDS = (("attention", ("flash", "fmha", "attention", "sdpa")),
+KINDS = (("fused (inductor's Triton kernels)", ("triton_",)),
+         ("attention", ("flash", "fmha", "attention", "sdpa")),
          ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit")),
          ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "sm90", "sm80")),
          ("normalisation", ("norm", "welford")),
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--compiled", action="store_true", help="torch.compile the UNet trunk and VAE encoder")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     harness_runtime()
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = {"name": "random_sd21", "source": "random", "arch": "sd21", "seed": 0, "channels_last": False} if cuda else \
         {"name": "tiny_sd21", "source": "random", "arch": "tiny_sd21", "seed": 0}
     models = load_models({**spec, "device": device, "dtype": "float16" if cuda else "float32"})
-    dift = DiftFeaturizer(models)
+    dift = DiftFeaturizer(models, compiled=args.compiled)
     images = torch.rand(2, 3, size, size, device=device) * 2 - 1
 
     def featurise() -> None:
@@ -78,15 +81,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     from torch.utils.flop_counter import FlopCounterMode
 
+    eager = DiftFeaturizer(models)  # the same work; the counter sees the eager ops, not a compiled graph
     with FlopCounterMode(display=False) as counter:
-        featurise()
+        eager(images, "a photo", "mode", torch.Generator(device=device).manual_seed(0))
     flops = counter.get_total_flops()
     rate = matmul_tflops() if cuda else float("nan")
-    payload = {"size": size, "ensemble": dift.ensemble, "model": models.describe(), "kernel_ms": total,
+    payload = {"size": size, "ensemble": dift.ensemble, "model": models.describe(), "compiled": args.compiled,
+               "kernel_ms": total,
                "flops": flops, "matmul_tflops": rate, "floor_ms": flops / (rate * 1e12) * 1e3 if cuda else None,
                "by_kind": rows, "top_kernels": top}
     print({k: payload[k] for k in ("kernel_ms", "flops", "matmul_tflops", "floor_ms")})
-    print(f"wrote {write_result('profile_dift', payload, args.smoke, args.out)}")
+    print(f"wrote {write_result('profile_dift' + ('-compiled' if args.compiled else ''), payload, args.smoke, args.out)}")
     return payload
 
 

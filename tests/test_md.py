@@ -177,8 +177,8 @@ def test_unet_through_up_block_is_the_full_unets_block_output(tiny_sd21_models):
 
 
 def test_compiled_dift_traces_as_one_graph_and_only_for_the_fixed_shape_protocol(smoke_features, monkeypatch):
-    """`features.dift_compile`: the truncated UNet must trace without a graph break (fullgraph) and, on the
-    eager backend, give the eager features exactly; only `md_dift@regiondrag` (fixed 768² input) compiles,
+    """`features.dift_compile`: the truncated UNet and the VAE encoder must trace without a graph break
+    (fullgraph) and, on the eager backend, give the eager features exactly; only `md_dift@regiondrag` (fixed 768² input) compiles,
     and its settings say so."""
     from harness.metrics.dift import DiftFeaturizer
 
@@ -197,7 +197,8 @@ def test_compiled_dift_traces_as_one_graph_and_only_for_the_fixed_shape_protocol
         return dift(images, "a cat", "mode", torch.Generator().manual_seed(42))
 
     assert torch.equal(run(compiled), run(eager))
-    assert compiled_with == [{"dynamic": False, "fullgraph": True}]
+    assert compiled_with == [{"dynamic": False, "fullgraph": True}] * 2  # the UNet trunk and the VAE encoder
+    assert models.vae.encoder is eager.vae.encoder is not compiled.vae.encoder  # the shared VAE stays as it was
 
     context = MetricContext({**smoke_features, "dift_compile": True}, device="cpu")
     assert MdDiftRegionDrag(context).featurizer().compiled and not MdDiftDragDiffusion(context).featurizer().compiled

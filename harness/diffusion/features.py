@@ -81,10 +81,17 @@ def unet_through_up_block(unet: nn.Module, index: int) -> nn.Module:
     (tests/test_md.py). The later up blocks become pass-throughs and the output head an identity."""
     if not 0 <= index < len(unet.up_blocks):
         raise ValueError(f"up block index {index} out of range: the UNet has {len(unet.up_blocks)} up blocks")
-    trunk = copy.copy(unet)
-    trunk._modules = dict(unet._modules)  # own module table: the assignments below leave `unet` untouched
-    trunk.up_blocks = nn.ModuleList([*unet.up_blocks[:index + 1],
-                                     *(_SkippedUpBlock(block) for block in unet.up_blocks[index + 1:])])
-    trunk.conv_norm_out = None  # UNet2DConditionModel skips its output norm and activation when this is None
-    trunk.conv_out = nn.Identity()
-    return trunk
+    up_blocks = nn.ModuleList([*unet.up_blocks[:index + 1],
+                               *(_SkippedUpBlock(block) for block in unet.up_blocks[index + 1:])])
+    # conv_norm_out=None: UNet2DConditionModel then skips its output norm and activation
+    return module_view(unet, up_blocks=up_blocks, conv_norm_out=None, conv_out=nn.Identity())
+
+
+def module_view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
+    """A shallow copy of `module` with the named children replaced: the same parameters and forward code,
+    while `module` itself (which other users of a cached model share) stays as it was."""
+    view = copy.copy(module)
+    view._modules = dict(module._modules)  # own module table, so the assignments below miss `module`
+    for name, child in children.items():
+        setattr(view, name, child)
+    return view

@@ -14,9 +14,10 @@ import torch
 
 from harness.streams import role_stream
 
-# Held while a graph is being captured. Nothing may free GPU memory back to the driver during a capture (a
-# cudaFree there ends it with an error), so a thread that empties the allocator's cache while another one may
-# be capturing takes this lock first (harness/concurrent_scoring.py).
+# Held while a graph is being captured. Some work must not run in another thread during a capture: freeing
+# GPU memory back to the driver (a cudaFree ends the capture with an error) and loading new kernel modules
+# (torch.compile's first call); a thread that does either while another one may be capturing takes this lock
+# first (harness/concurrent_scoring.py, harness/metrics/dift.py).
 CAPTURE_LOCK = threading.Lock()
 
 

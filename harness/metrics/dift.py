@@ -8,8 +8,8 @@ Only the UNet up to the wanted block runs (`unet_through_up_block`), so the two 
 mean + std·ε from one encoder pass (identical to encoding the repeated image); `latent="mode"`
 (RegionDrag): all copies share the distribution mode. The added noise is independent per copy in both.
 
-`compiled=True` runs the UNet part through `torch.compile` (inductor fuses the normalisations and
-elementwise work around the convolutions and attention). Opt-in: fused kernels round differently, so the
+`compiled=True` runs the UNet part and the VAE encoder through `torch.compile` (inductor fuses the
+normalisations and elementwise work around the convolutions and attention). Opt-in: fused kernels round differently, so the
 features move at fp16 rounding level (benchmarks/NOTES.md measures by how much), and every new input shape
 costs a compilation, so it only pays on a fixed-shape protocol (`md_dift@regiondrag`'s 768²).
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.diffusion.features import unet_through_up_block
+from harness.diffusion.features import module_view, unet_through_up_block
+from harness.diffusion.graphs import CAPTURE_LOCK
 
 
 class DiftFeaturizer:
@@ -29,8 +30,12 @@ class DiftFeaturizer:
         self.up_ft_index = up_ft_index
         self.ensemble = ensemble
         self.compiled = compiled
+        self._warm = False  # a compiled featuriser has run once (compiled and loaded its kernels)
         trunk = unet_through_up_block(models.unet, up_ft_index)
-        self.trunk = torch.compile(trunk, dynamic=False, fullgraph=True) if compiled else trunk
+        self.trunk, self.vae = trunk, models.vae
+        if compiled:  # the two heavy fixed-shape parts: the UNet trunk and the VAE encoder's convolution stack
+            self.trunk = torch.compile(trunk, dynamic=False, fullgraph=True)
+            self.vae = module_view(models.vae, encoder=torch.compile(models.vae.encoder, dynamic=False, fullgraph=True))
         # DIFT only uses add_noise, which depends on the betas alone (not on the prediction type).
         self.scheduler = DDIMScheduler.from_config(models.scheduler_config)
         self._prompts: dict[str, torch.Tensor] = {}
@@ -42,8 +47,21 @@ class DiftFeaturizer:
             self._prompts[prompt] = self.models.encode_prompt(prompt)
         return self._prompts[prompt]
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompt: str, latent: str, generator: torch.Generator) -> torch.Tensor:
+        """`images`: (B, 3, H, W) in [-1, 1] → (B, C, h, w), each the mean over its ensemble (`features`).
+
+        A compiled featuriser's first call compiles and loads new kernel modules, which a CUDA graph capture
+        in another thread does not survive (measured on an H100 with scoring during editing: the run died
+        with a CUDA error), so that call holds `CAPTURE_LOCK`; captures of new sizes wait for it."""
+        if not self.compiled or self._warm:
+            return self.features(images, prompt, latent, generator)
+        with CAPTURE_LOCK:
+            out = self.features(images, prompt, latent, generator)
+        self._warm = True
+        return out
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, prompt: str, latent: str, generator: torch.Generator) -> torch.Tensor:
         """`images`: (B, 3, H, W) in [-1, 1] → (B, C, h, w), each the mean over its ensemble.
 
         The B images go through the VAE in one call and their B × ensemble noisy copies through the UNet in
@@ -52,7 +70,7 @@ class DiftFeaturizer:
         noise, exactly as one call per image would draw them, so batching leaves the draws unchanged."""
         m = self.models
         x = images.to(m.device, m.dtype)
-        dist = m.vae.encode(x).latent_dist
+        dist = self.vae.encode(x).latent_dist
         copies = (self.ensemble, *dist.mean.shape[1:])
         noisy, t = [], torch.tensor(self.t, dtype=torch.long, device=m.device)
         for i in range(len(x)):
