@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -64,6 +64,7 @@ VARIANTS: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "md_dift@regiondrag": [
         ("eager (default)", {}, {}),
         ("eager, cuDNN attention", {}, {"cudnn_attention": True}),
+        ("eager, channels_last", {"channels_last": True}, {}),
         ("compiled", {"dift_compile": True}, {}),
         ("compiled, cuDNN attention", {"dift_compile": True}, {"cudnn_attention": True}),
         ("compiled, channels_last", {"dift_compile": True, "channels_last": True}, {}),

@@ -4,6 +4,7 @@ and of whole Pix2Pix-Zero edits.
     python benchmarks/bench_inversions.py                      # random_sd15 (fp16) at 512×512, 50 steps, on the GPU
     python benchmarks/bench_inversions.py --smoke              # tiny model, 64×64, 3 steps: checks the script on a CPU
     python benchmarks/bench_inversions.py --kinds style_diffusion --edits '' --images 1   # StyleDiffusion alone
+    python benchmarks/bench_inversions.py --eager              # plain UNet calls not replayed as CUDA graphs
 
 Times `harness.prompt.inversion.invert` on a fixed VAE latent (encoding is timed separately), device-
 synchronised, after one warm-up image, for:
@@ -22,7 +23,7 @@ synchronised, after one warm-up image, for:
   its own with `--images 1` if a command has a time limit;
 - `pix2pix_zero`: Pix2Pix-Zero's inversion (50 UNet calls, each noise prediction regularised by 5 × (5
   auto-correlation + 1 KL) gradient steps).
-`--edits` times whole Pix2Pix-Zero edits per image (`pix2pix_zero:ddim`, `pix2pix_zero:direct`: BLIP
+`--edits` times whole P2P and PnP edits (DDIM inversion) and whole Pix2Pix-Zero edits per image (`pix2pix_zero:ddim`, `pix2pix_zero:direct`: BLIP
 caption with a random full-size BLIP, posterior-sample encoding, inversion, then per step a reference UNet
 call, a UNet forward and backward for the cross-attention guidance and a UNet call at the moved latent),
 with the method's own stage timings.
@@ -47,6 +48,7 @@ import torch  # noqa: E402
 from benchmarks.common import harness_runtime  # noqa: E402
 from harness.config import compose  # noqa: E402
 from harness.diffusion.ddim_inversion import DDIMSchedule  # noqa: E402
+from harness.diffusion.graphs import GraphedUNet  # noqa: E402
 from harness.diffusion.latents import encode  # noqa: E402
 from harness.environment import device_info, git_commit, versions  # noqa: E402
 from harness.models import load_models  # noqa: E402
@@ -58,7 +60,7 @@ from harness.types import PromptEditSample  # noqa: E402
 from methods import pix2pix_zero  # noqa: E402
 
 KINDS = ("ddim", "negative_prompt", "null_text", "direct", "direct_reference", "style_diffusion", "pix2pix_zero")
-EDITS = ("pix2pix_zero:ddim", "pix2pix_zero:direct")
+EDITS = ("pix2pix_zero:ddim", "pix2pix_zero:direct", "p2p:ddim", "pnp:ddim")
 SOURCE = "a slanted mountain bicycle on the road in front of a building"
 TARGET = "a slanted rusty mountain bicycle on the road in front of a building"
 
@@ -91,7 +93,8 @@ def run_edit(method, image, index: int) -> dict:
     """One whole edit through the method; returns its stage timings."""
     sample = PromptEditSample(f"bench/0/{index}", image, SOURCE, TARGET)
     result = method.edit(sample, 1234)
-    return {f"{stage}_s": seconds for stage, seconds in result.timings.items()} | {"base_prompt": result.info["base_prompt"]}
+    extra = {"base_prompt": result.info["base_prompt"]} if "base_prompt" in result.info else {}
+    return {f"{stage}_s": seconds for stage, seconds in result.timings.items()} | extra
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--edits", default=",".join(EDITS), help="whole edits to time ('' for none)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 64×64, 3 steps, 1 image (CPU check)")
+    parser.add_argument("--eager", action="store_true", help="no CUDA-graph replay of plain UNet calls (cuda_graphs=false)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inversions_<model>.json)")
     args = parser.parse_args(argv)
     harness_runtime()
@@ -133,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         style = {"unet": models.unet, "encoder": encoder, "identity": identity,
                  "settings": StyleSettings(inner_steps=args.style_inner_steps)}
 
-    def eps(x, t, context):
-        return models.unet(x, t, encoder_hidden_states=context).sample
+    eps = GraphedUNet(models.unet, enabled=not args.eager)  # what the prompt editors' `eps` runs
 
     rng = np.random.default_rng(0)
     images = [(rng.random((args.size, args.size, 3)) * 255).astype(np.uint8) for _ in range(args.images + 1)]
@@ -163,9 +166,13 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in kinds:
         results[kind] = timed_per_image(lambda i: run_inversion(kind, eps, schedule, latents[i], images[i], cond, 7.5,
                                                                 null_text, style))
+    if "ddim" in kinds and not args.eager:  # replaying graphs must not change a bit
+        graphed = invert("ddim", eps, schedule, latents[0], cond, 7.5).latents[-1]
+        eager = invert("ddim", GraphedUNet(models.unet, enabled=False), schedule, latents[0], cond, 7.5).latents[-1]
+        results["ddim"]["graphs_vs_eager_max_abs_diff"] = float((graphed.float() - eager.float()).abs().max())
     for edit in edits:
         name, inversion = edit.split(":")
-        method = METHODS.get(name).build({"inversion": inversion, "steps": args.steps})
+        method = METHODS.get(name).build({"inversion": inversion, "steps": args.steps, "cuda_graphs": not args.eager})
         method.setup(models)
         results[edit] = timed_per_image(lambda i: run_edit(method, images[i], i))
 
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"benchmark": "pie_inversions", "command": command,
                "model": models.describe(), "size": args.size, "steps": args.steps, "images": args.images,
                "guidance": 7.5, "null_text_inner_steps": args.null_text_inner_steps,
-               "style_inner_steps": args.style_inner_steps, "encode_s": encode_s,
+               "style_inner_steps": args.style_inner_steps, "encode_s": encode_s, "cuda_graphs": not args.eager,
                "device": device_info(), "versions": versions(), "git": git_commit(), "results": results}
     out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"inversions_{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

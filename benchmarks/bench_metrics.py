@@ -3,9 +3,9 @@
     python benchmarks/bench_metrics.py            # GPU: random_sd21 DIFT (768² ensemble 8), 512×512 samples
     python benchmarks/bench_metrics.py --smoke    # CPU: tiny_sd21, 64×64 (tests the script)
 
-Also: what each DIFT optimisation buys and how much it moves the features and matches (`dift_variants`),
-and the harness overhead: (edit / score stage per sample) − (bare `method.edit` / `metric.compute` loop
-per sample) on the same samples, RegionDrag on random_sd15 (fp16, CUDA graphs).
+Also the harness overhead: (edit / score stage per sample) − (bare `method.edit` / `metric.compute` loop
+per sample) on the same samples, RegionDrag on random_sd15 (fp16, CUDA graphs). What each way of running
+DIFT buys and changes is `bench_dift.py`'s job.
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--no-variants", action="store_true", help="skip the DIFT variant comparison")
     args = parser.parse_args()
     harness_runtime()
     size, n = (64, 2) if args.smoke else (512, args.samples)
@@ -68,10 +67,8 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     payload["metrics"] = rows
-    payload["dift_variants"] = [] if args.no_variants else dift_variants(samples, edited, dift_model, smoke=args.smoke)
     payload["harness_overhead"] = harness_overhead(samples, edited, context, smoke=args.smoke)
     print_table(rows)
-    print_table(payload["dift_variants"])
     print("harness overhead:", payload["harness_overhead"])
     print(f"wrote {write_result('metrics', payload, args.smoke)}")
 
@@ -89,70 +86,6 @@ def gpu_busy_seconds(fn) -> float:
         sync()
     kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
     return sum(e.self_device_time_total for e in kernels) / 1e6
-
-
-def dift_variants(samples, edited, dift_model: dict, smoke: bool) -> list[dict]:
-    """What each DIFT optimisation buys and changes, per protocol: one featuriser call per image (the
-    reference's order of work) versus source and edited in one batch, then the batch on a channels_last
-    model, then (float32 protocol only) TF32 matmuls, which the protocol does not use and we do not adopt.
-    `max_abs_diff` is the largest feature difference from the per-image path; `matches_changed` the
-    fraction of handle matches that move."""
-    import torch.nn.functional as F
-
-    from harness.metrics.lpips_alex import to_unit_range
-    from harness.metrics.md_dift import argmax_match_pixels, disc_union_mask, nearest_upsampled_match_xy
-
-    rows = []
-    for metric_id in ("md_dift@regiondrag", "md_dift@dragdiffusion"):
-        variants = [("per_image", dift_model, False, False), ("batched", dift_model, True, False),
-                    ("batched+channels_last", {**dift_model, "channels_last": True}, True, False)]
-        if metric_id == "md_dift@dragdiffusion":
-            variants.append(("batched+tf32_matmul (not adopted)", dift_model, True, True))
-        baseline = None
-        for label, model_cfg, batched, tf32 in variants:
-            metric = METRICS.get(metric_id)(MetricContext({"lpips_backbone": "random", "seed": 42, "dift_model": model_cfg}))
-            dift = metric.featurizer()
-            latent = "mode" if metric_id == "md_dift@regiondrag" else "sample"
-
-            def features(sample, image):
-                pair = torch.cat([to_unit_range(im, dift.models.device, dift.models.dtype) for im in (sample.image, image)])
-                if metric_id == "md_dift@regiondrag":
-                    pair = F.interpolate(pair, size=(metric.resolution, metric.resolution))
-                g = metric.generator()
-                if batched:
-                    return dift(pair, sample.prompt, latent, g)
-                return torch.cat([dift(pair[i:i + 1], sample.prompt, latent, g) for i in range(2)])
-
-            previous = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            try:
-                feats = [features(s, e) for s, e in zip(samples, edited)]
-                timing = time_fn(lambda: [features(s, e) for s, e in zip(samples, edited)], warmup=0,
-                                 repeat=1 if smoke else 3)
-            finally:
-                torch.backends.cuda.matmul.allow_tf32 = previous
-            matches = []
-            for s, f in zip(samples, feats):
-                h, w = s.image.shape[:2]
-                handles = torch.from_numpy(s.handles.astype(np.int64)).to(f.device)
-                if metric_id == "md_dift@regiondrag":
-                    targets = torch.from_numpy(s.targets.astype(np.int64)).to(f.device)
-                    mask = disc_union_mask(handles, targets, (h, w))
-                    matches.append(nearest_upsampled_match_xy(f[:1], f[1:], (h, w), handles, mask))
-                else:
-                    up = F.interpolate(f.float(), (h, w), mode="bilinear")
-                    matches.append(argmax_match_pixels(up[:1], up[1:], handles.flip(1)).float())
-            row = {"metric": metric_id, "variant": label, "s_per_sample": timing["median_s"] / len(samples)}
-            if baseline is None:
-                baseline = (feats, matches)
-                row.update(max_abs_diff=0.0, matches_changed=0.0)
-            else:
-                row["max_abs_diff"] = max(float((a.float() - b.float()).abs().max()) for a, b in zip(feats, baseline[0]))
-                changed = [float((a != b).any(dim=1).float().mean()) for a, b in zip(matches, baseline[1])]
-                row["matches_changed"] = float(np.mean(changed))
-            rows.append(row)
-            print(row, flush=True)
-    return rows
 
 
 def harness_overhead(samples, edited, context: MetricContext, smoke: bool) -> dict:

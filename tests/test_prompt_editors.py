@@ -150,3 +150,37 @@ def test_pie_bench_run_end_to_end(tmp_path):
     box = scores[scores["sample_id"].str.endswith("1")].set_index("metric")
     assert board["pie_psnr_unedit_part"] == pytest.approx(box.loc["pie_psnr_unedit_part", "value"])  # nan excluded
     assert "SMOKE RUN" in (tmp_path / "run" / "leaderboard.md").read_text()
+
+
+def test_plain_unet_calls_replay_as_graphs_only_where_that_cannot_change_a_result(tiny_models):
+    """`PromptEditor.eps` replays CUDA graphs (GraphedUNet) only for forward-only calls on a GPU with no
+    attention controller installed: a replay would skip a controller's per-call Python logic (PnP's
+    injections run through `eps`), and gradient steps (null-text) cannot be replayed."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.diffusion.attention_control import AttentionController, controlled_attention, is_controlled
+    from harness.diffusion.graphs import GraphedUNet
+
+    unet = tiny_models.unet
+    gpu_tensor = SimpleNamespace(device=torch.device("cuda"))  # only its device is read
+    graphed = GraphedUNet(unet)
+    with torch.no_grad():
+        assert graphed.replays(gpu_tensor)
+        assert not GraphedUNet(unet, enabled=False).replays(gpu_tensor)
+        assert not graphed.replays(torch.zeros(1))  # CPU
+        with controlled_attention(unet, AttentionController()):
+            with controlled_attention(unet, AttentionController()):
+                assert is_controlled(unet) and not graphed.replays(gpu_tensor)
+            assert is_controlled(unet)  # the outer block is still active
+        assert not is_controlled(unet) and graphed.replays(gpu_tensor)
+    assert not graphed.replays(gpu_tensor)  # gradients on
+
+    method = METHODS.get("pnp").build({"steps": 3})  # cuda_graphs is a runtime field: no new store key
+    assert method.config.cuda_graphs and "cuda_graphs" not in method.describe()["config"]
+    method.setup(tiny_models)
+    x, context = torch.randn(1, 4, 8, 8), tiny_models.encode_prompt("a cat")
+    with torch.no_grad():  # on the CPU the editor's eps is the plain UNet call
+        torch.testing.assert_close(method.eps(x, 10, context), unet(x, 10, encoder_hidden_states=context).sample,
+                                   rtol=0, atol=0)

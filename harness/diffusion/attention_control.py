@@ -86,6 +86,16 @@ class ControlledAttnProcessor:
         return out / attn.rescale_output_factor
 
 
+# UNets with a controller installed now (id → count of nested blocks): a CUDA-graph replay would freeze the
+# controller's per-call Python logic, so `GraphedUNet` runs such a UNet eagerly.
+_CONTROLLED: dict[int, int] = {}
+
+
+def is_controlled(unet) -> bool:
+    """Whether `controlled_attention` is active on `unet`."""
+    return _CONTROLLED.get(id(unet), 0) > 0
+
+
 @contextlib.contextmanager
 def controlled_attention(unet, controller: AttentionController) -> Iterator[AttentionController]:
     """Route every self- and cross-attention of the UNet's transformer blocks through `controller` inside
@@ -95,9 +105,13 @@ def controlled_attention(unet, controller: AttentionController) -> Iterator[Atte
         for attn, is_cross in ((block.attn1, False), (block.attn2, True)):
             saved.append((attn, attn.processor))
             attn.set_processor(ControlledAttnProcessor(controller, index, is_cross))
+    _CONTROLLED[id(unet)] = _CONTROLLED.get(id(unet), 0) + 1
     try:
         yield controller
     finally:
+        _CONTROLLED[id(unet)] -= 1
+        if not _CONTROLLED[id(unet)]:
+            del _CONTROLLED[id(unet)]
         for attn, processor in saved:
             attn.set_processor(processor)
 

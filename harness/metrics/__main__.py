@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 import yaml
+from PIL import Image
 
 
 def _read_image(path: str, what: str) -> np.ndarray:
@@ -125,8 +125,7 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
     if "dift_model" in options:
         overrides.append(f"model@features.dift_model={options.pop('dift_model')}")
     features = compose(overrides)["features"]
-    for key in [k for k in options if k in features]:
-        features[key] = yaml.safe_load(options.pop(key))  # as the config file would read it: true → True, 43 → 43
+    apply_feature_options(features, options)
     device = options.pop("device", "auto")
     prompts = {k: options.pop(k) for k in ("prompt", "target_prompt") if k in options}
     if options:
@@ -137,6 +136,13 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
     metric = cls(MetricContext(features, device=device))
     value = metric.compute(sample, edited, {})
     return {"metric": metric_id, "value": value.value, "weight": value.weight, "settings": metric.settings()}
+
+
+def apply_feature_options(features: dict[str, Any], options: dict[str, str]) -> None:
+    """Move the command-line options that name a field of the features config into it, read as the config
+    file would read them (`false` → False, `43` → 43): a string "false" would otherwise switch a flag on."""
+    for key in [k for k in options if k in features]:
+        features[key] = yaml.safe_load(options.pop(key))
 
 
 def compute_folders(metric_id: str, reference: str, edited: str, options: dict[str, str]) -> dict[str, Any]:

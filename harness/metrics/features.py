@@ -4,10 +4,10 @@
 - `lpips_backbone`: `standard` (the lpips package's own torchvision ImageNet download), a path to a
   torchvision `alexnet().features` state dict (.safetensors or .pth), or `random` (seeded random backbone
   with the package's real linear heads: smoke runs only);
-- `dift_model`: a model config (see conf/feature_model/) for the DIFT UNet, SD 2.1 for real runs;
+- `dift_model`: a model config (one of conf/model/) for the DIFT UNet, SD 2.1 for real runs;
 - `seed`: the per-sample seed for stochastic metrics (DIFT noise);
-- `dift_compile`: run `md_dift@regiondrag`'s fixed-shape UNet pass through torch.compile (opt-in: rounding
-  changes, one compilation per process; harness/metrics/dift.py).
+- `dift_compile`: run `md_dift@regiondrag`'s fixed-shape pass (UNet trunk, VAE encoder) through torch.compile
+  (opt-in: rounding changes, one compilation per process; harness/metrics/dift.py).
 """
 from __future__ import annotations
 

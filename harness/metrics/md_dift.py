@@ -79,7 +79,7 @@ def nearest_upsampled_match_xy(src_feat: torch.Tensor, trg_feat: torch.Tensor, h
 class _MdDift(Metric):
     families = ("drag",)
     dift_dtype = torch.float32
-    compilable = False  # fixed input shape: `features.dift_compile` may compile its UNet pass (one compilation)
+    compilable = False  # fixed input shape: `features.dift_compile` may compile its pass (one compilation)
 
     def featurizer(self) -> DiftFeaturizer:
         compiled = self.compilable and bool(self.context.features.get("dift_compile", False))
@@ -97,7 +97,7 @@ class _MdDift(Metric):
         f = self.featurizer()
         out = {**f.models.describe(), "t": f.t, "up_ft_index": f.up_ft_index, "ensemble": f.ensemble,
                "seed_policy": f"per-sample generator seeded {self.context.seed}, source then edited"}
-        return {**out, "unet": "torch.compile (inductor)"} if f.compiled else out
+        return {**out, "compiled": "torch.compile (inductor): UNet trunk, VAE encoder"} if f.compiled else out
 
 
 @METRICS.register("md_dift@dragdiffusion")

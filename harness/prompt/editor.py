@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from harness.diffusion.ddim_inversion import DDIMSchedule
+from harness.diffusion.graphs import GraphedUNet
 from harness.diffusion.latents import decode_to_uint8, encode
 from harness.method import EditMethod
 from harness.prompt import image_tokens
@@ -35,6 +36,7 @@ class EditorFields:
     inversion: str = "ddim"  # ddim | null_text | negative_prompt | direct | style_diffusion (each editor lists what it supports)
     steps: int = 50
     guidance: float = 7.5
+    cuda_graphs: bool = True  # GPU: replay plain UNet calls (inversions, reconstructions) as CUDA graphs; same outputs
 
 
 @dataclass
@@ -64,6 +66,7 @@ class PromptEditor(EditMethod):
     # whose DDIM timesteps: "p2p" = Prompt-to-Prompt/MasaCtrl's own scheduler (980 … 0); "model" =
     # `DDIMScheduler.from_config` of the model's scheduler config (981, 961, …, 1), as PnP and Pix2Pix-Zero do
     schedule_source: ClassVar[str] = "p2p"
+    runtime_fields = ("cuda_graphs",)  # replaying the same kernels changes no output
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -74,6 +77,7 @@ class PromptEditor(EditMethod):
     def setup(self, models) -> None:
         self.models = models
         self.schedule = self.make_schedule(models)
+        self._unet_eps = GraphedUNet(models.unet, enabled=self.config.cuda_graphs)
         if self.config.inversion == "style_diffusion":
             self.style_encoder_spec = image_tokens.resolve_spec(self.config.style_image_encoder, models)
 
@@ -83,7 +87,8 @@ class PromptEditor(EditMethod):
         return DDIMSchedule.p2p(self.config.steps)
 
     def eps(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
-        return self.models.unet(x, t, encoder_hidden_states=context).sample
+        """The UNet's noise prediction; replayed as a CUDA graph where that is safe (`GraphedUNet`)."""
+        return self._unet_eps(x, t, context)
 
     def encode_image(self, sample: PromptEditSample, generator: torch.Generator | None = None) -> torch.Tensor:
         """The posterior mean, or with `generator` a posterior sample (Pix2Pix-Zero's `latent_dist.sample()`)."""
