@@ -95,14 +95,16 @@ def study_samples(data: Path | None, n: int, width: int, heights: list[int]):
     return [(s, np.ascontiguousarray(np.roll(s.image, SHIFT_PX, axis=1))) for s in samples]
 
 
-def run_variant(metric_id: str, features: dict[str, Any], settings: dict[str, Any], pairs, repeat: int) -> dict:
+def run_variant(metric_id: str, features: dict[str, Any], settings: dict[str, Any], pairs, repeat: int,
+                count: bool) -> dict:
+    """Score every pair `repeat` times under one variant; `count`: also count the FLOPs of one pair."""
     context = MetricContext(features)
     metric = METRICS.get(metric_id)(context)
     dift = metric.featurizer()
     with process_settings(**settings, unet=dift.models.unet):
         sync()
         t0 = time.perf_counter()
-        first = metric.compute(*pairs[0], {})
+        metric.compute(*pairs[0], {})
         sync()
         first_s = time.perf_counter() - t0
         times, values = [], []
@@ -114,8 +116,7 @@ def run_variant(metric_id: str, features: dict[str, Any], settings: dict[str, An
             times.append(time.perf_counter() - t0)
         s, e = pairs[0]
         feats = probe_features(metric, s, e)
-        flops = count_flops(lambda: metric.compute(s, e, {})) if settings == {} and not features.get("dift_compile") else None
-    del first
+        flops = count_flops(lambda: metric.compute(s, e, {})) if count else None
     return {"s_per_sample": float(np.median(times)) / len(pairs), "first_call_s": first_s, "values": values,
             "features": feats, "flops": flops}
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
             model_cfg = {**model, "channels_last": bool(overrides.get("channels_last", model.get("channels_last")))}
             features = {"lpips_backbone": "random", "seed": overrides.get("seed", 42), "dift_model": model_cfg,
                         "dift_compile": bool(overrides.get("dift_compile", False))}
-            result = run_variant(metric_id, features, settings, pairs, repeat)
+            result = run_variant(metric_id, features, settings, pairs, repeat, count=baseline is None)
             if baseline is None:
                 baseline = result
             row = {"metric": metric_id, "variant": label, "s_per_sample": result["s_per_sample"],

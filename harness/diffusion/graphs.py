@@ -75,7 +75,11 @@ class GraphedUNet:
 
     Runs the UNet eagerly instead on the CPU, when disabled, when gradients are on (null-text's Adam steps
     differentiate through the call), and while an attention controller is installed on it
-    (`controlled_attention`): a replay would freeze the controller's per-call Python logic."""
+    (`controlled_attention`): a replay would freeze the controller's per-call Python logic.
+
+    A graph reads the weights at the addresses they had at capture: updating them in place is fine, replacing
+    modules or parameters (a LoRA injected per sample, as the drag methods do) is not, which is why only the
+    prompt editors, which never touch the UNet's weights, use this class; each editor keeps its own."""
 
     def __init__(self, unet, enabled: bool = True, max_shapes: int = 4) -> None:
         self.unet, self.enabled, self.max_shapes = unet, enabled, max_shapes
