@@ -40,21 +40,22 @@ SHIFT_PX = 6  # the "edit": the source shifted right, so every handle has a true
 @contextlib.contextmanager
 def process_settings(cudnn_attention: bool = False, tf32_matmul: bool = False, sdpa_math: bool = False,
                      attention: str = "sdpa", unet=None) -> Iterator[None]:
-    """Process-wide kernel choices of one variant, restored afterwards."""
+    """Process-wide kernel choices of one variant (through the harness's own `configure_kernels`), restored
+    afterwards."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    cudnn, tf32 = torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
-    torch.backends.cuda.matmul.allow_tf32 = tf32_matmul
+    from harness.determinism import KERNEL_DEFAULTS, configure_kernels, state
+
+    previous = {name: state()[name] for name in KERNEL_DEFAULTS}
+    configure_kernels({"cudnn_attention": cudnn_attention, "tf32_matmul": tf32_matmul})
     if attention == "classic":
         unet.set_attn_processor(AttnProcessor())
     try:
         with sdpa_kernel([SDPBackend.MATH]) if sdpa_math else contextlib.nullcontext():
             yield
     finally:
-        torch.backends.cuda.enable_cudnn_sdp(cudnn)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        configure_kernels(previous)
         if attention == "classic":
             unet.set_attn_processor(AttnProcessor2_0())
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     phase("import torch", lambda: __import__("torch"))
     import torch
 
-    phase("import hydra + harness.cli", lambda: __import__("harness.cli"))
+    phase("import hydra + harness.cli", lambda: (__import__("hydra"), __import__("harness.cli")))  # as cli.main does
     phase("import diffusers pipelines", lambda: __import__("diffusers").StableDiffusionPipeline)
     phase("import transformers CLIP", lambda: __import__("transformers").CLIPTextModel)
     cuda = torch.cuda.is_available() and not args.smoke

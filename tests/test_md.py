@@ -214,3 +214,5 @@ def test_metric_cli_reads_feature_options_as_the_config_file_would():
     apply_feature_options(features, options)
     assert features == {"dift_compile": False, "seed": 43, "lpips_backbone": "/w/alex.safetensors"}
     assert options == {"prompt": "a cat"}  # the rest is left for the caller to read or reject
+    with pytest.raises(SystemExit, match="seed='\\[42'"):
+        apply_feature_options(features, {"seed": "[42"})

@@ -142,7 +142,11 @@ def apply_feature_options(features: dict[str, Any], options: dict[str, str]) -> 
     """Move the command-line options that name a field of the features config into it, read as the config
     file would read them (`false` → False, `43` → 43): a string "false" would otherwise switch a flag on."""
     for key in [k for k in options if k in features]:
-        features[key] = yaml.safe_load(options.pop(key))
+        value = options.pop(key)
+        try:
+            features[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: option {key}={value!r} is not a valid value: {exc}") from None
 
 
 def compute_folders(metric_id: str, reference: str, edited: str, options: dict[str, str]) -> dict[str, Any]:
