@@ -287,8 +287,11 @@ def check_run(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> dic
         try:
             directory = resolve(source, download=False)
         except WeightsNotFoundError:
-            if source.is_local or offline():  # nothing later could obtain them: say so now
-                raise
+            # a method's model that nothing later could obtain: say so now (feature networks the configured
+            # metrics may not use are obtained, and checked, when first loaded)
+            if source.setting == "model" or source.setting.endswith(".model"):
+                if source.is_local or offline():
+                    raise
             directory = None
         if directory is None or not files(source, directory):  # downloaded when first loaded, checked then
             records[source.setting] = {"config": source.config, "source": source.location, "status": "not cached"}
