@@ -2,6 +2,7 @@
 removed hub repositories, and `python -m harness.models` (the hub is mocked: nothing is downloaded)."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
@@ -110,9 +111,14 @@ def test_exported_model_loads_through_model_path_with_identical_edits_and_scores
         "runwayml/stable-diffusion-v1-5"
     assert "unet/diffusion_pytorch_model.safetensors" in record["model"]["files"]
     assert "unet/diffusion_pytorch_model.safetensors" in record["features.dift_model"]["files"]
-    settings = [e["settings"] for f in (tmp_path / "dir" / "run" / "store").rglob("*.scores.json")
-                for e in json.loads(f.read_text()).values() if "settings" in e]
-    assert settings and all("features.dift_model" in s["weights"] for s in settings)
+    entries = [(metric, e["settings"]) for f in (tmp_path / "dir" / "run" / "store").rglob("*.scores.json")
+               for metric, e in json.loads(f.read_text()).items()]
+    assert len(entries) == 6
+    for metric, settings in entries:  # each score records the weights of the networks its metric reads
+        if metric.startswith("md_dift"):
+            assert settings["weights"]["features.dift_model"].startswith(f"{exported['tiny_sd21']} sha256:")
+        else:
+            assert "weights" not in settings
     scheduler = json.loads((exported["tiny"] / "scheduler" / "scheduler_config.json").read_text())
     assert "timestep_spacing" not in scheduler  # as the hub's file: RegionDrag's timesteps stay linspace
 
@@ -227,6 +233,18 @@ def test_fetch_downloads_only_the_files_the_harness_reads(tmp_path, monkeypatch,
     hub.fetch(source)
     assert [c["revision"] for c in calls] == ["1" * 40] * 2
     assert calls[0]["allow_patterns"][-1] == "model.safetensors" and calls[1]["allow_patterns"][-1] == "pytorch_model.bin"
+
+
+def test_feature_networks_are_attributed_to_the_metrics_that_read_them():
+    from harness.registry import METRICS
+
+    assert weights.feature_used("dift_model", ["time", "md_dift@regiondrag"])
+    assert not weights.feature_used("dift_model", ["lpips_alex@regiondrag", "pie_clip_similarity_whole"])
+    assert weights.feature_used("clip_vit_b32", ["fid@pbe"]) and not weights.feature_used("clip_vit_b32", ["fid_inception@pbe"])
+    ids = METRICS.names()
+    for patterns in weights.FEATURE_USERS.values():  # no pattern outlives a renamed metric
+        for pattern in patterns:
+            assert any(fnmatch.fnmatch(i, pattern) for i in ids), pattern
 
 
 def test_list_shows_sources_presence_and_lock_status(tmp_path, exported, capsys):

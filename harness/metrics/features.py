@@ -105,9 +105,13 @@ class MetricContext:
             self._cache["weights"] = feature_weights(self.features)
         return self._cache["weights"]
 
-    def recorded_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """A metric's settings as stored with each score: plus the feature networks' weight hashes."""
-        return {**settings, "weights": self.weights} if self.weights else dict(settings)
+    def recorded_settings(self, metric_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """A metric's settings as stored with each score: plus the weight hashes of the feature networks it
+        reads (harness/models/weights.py `FEATURE_USERS`)."""
+        from harness.models.weights import feature_used
+
+        used = {k: v for k, v in self.weights.items() if feature_used(k.removeprefix("features."), [metric_id])}
+        return {**settings, "weights": used} if used else dict(settings)
 
     @property
     def seed(self) -> int:

@@ -1,7 +1,9 @@
 """Resolve a `model` config into a diffusers pipeline, once per process.
 
-Three sources, one code path afterwards:
-- `pretrained`: `from_pretrained` with a hub id or a local directory (real weights, for users);
+Two sources, one code path afterwards:
+- `pretrained`: `from_pretrained` from a local directory, or from the cached snapshot of a hub repository
+  (real weights, for users; harness/models/hub.py fetches, harness/models/weights.py verifies against
+  the weights lock);
 - `random`: an exact architecture from `architectures.py` with seeded random weights, built offline
   (full size on the GPU for timing, `tiny` on the CPU for tests);
 The components are handed to methods and metrics as a `DiffusionModels` bundle that also says what it is

@@ -37,6 +37,20 @@ RANDOM_SPECS = ("random", "random_tiny")
 # string settings that name a network, and the kind of checkpoint each is (method settings: per method)
 FEATURE_NETWORKS = {"clip_vit_b32": "transformers", "clip_vitl14": "transformers", "dino_vitb8": "transformers"}
 METHOD_NETWORKS = {"vae": "diffusers_model", "style_image_encoder": "transformers", "captioner": "transformers"}
+# which metric ids load each feature network (fnmatch patterns), so a lock and a score row cover only the
+# networks a run's metrics read (features=standard names them all). A metric that loads a feature network
+# adds its id here.
+FEATURE_USERS = {"dift_model": ("md_dift@*",), "clip_vit_b32": ("clip_region@pbe", "qs@pbe", "fid@pbe"),
+                 "clip_vitl14": ("pie_clip_*",), "dino_vitb8": ("pie_structure_distance",)}
+
+
+def feature_used(name: str, metric_ids: Iterable[str] | None) -> bool:
+    """Whether feature network `name` is read by one of `metric_ids` (None: by any metric)."""
+    import fnmatch
+
+    if metric_ids is None:
+        return True
+    return any(fnmatch.fnmatch(m, p) for m in metric_ids for p in FEATURE_USERS.get(name, ("*",)))
 
 
 class WeightsError(ValueError):
@@ -114,19 +128,22 @@ def network_source(value: Any, setting: str, kind: str) -> WeightsSource | None:
     return WeightsSource(setting, value, location, kind, revision)
 
 
-def feature_sources(features: Mapping[str, Any]) -> list[WeightsSource]:
+def feature_sources(features: Mapping[str, Any], metric_ids: Iterable[str] | None = None) -> list[WeightsSource]:
+    """The real-weights feature networks `metric_ids` read (None: all that `features` names)."""
+    metric_ids = None if metric_ids is None else list(metric_ids)
     sources = []
-    if features.get("dift_model"):
+    if features.get("dift_model") and feature_used("dift_model", metric_ids):
         sources.append(model_source(features["dift_model"], "features.dift_model"))
     for name, kind in FEATURE_NETWORKS.items():
-        sources.append(network_source(features.get(name), f"features.{name}", kind))
+        if feature_used(name, metric_ids):
+            sources.append(network_source(features.get(name), f"features.{name}", kind))
     return [s for s in sources if s is not None]
 
 
 def run_sources(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> list[WeightsSource]:
     """Every real-weights source a composed run config may load: the model of each method (the run's or
     the method's own), the methods' auxiliary networks (only on a real-weights model: random models keep
-    random stand-ins), and the feature networks."""
+    random stand-ins), and the feature networks its `metrics` read."""
     run_model = dict(cfg.get("model") or {})
     sources: list[WeightsSource | None] = []
     methods = dict(cfg.get("method") or {})
@@ -147,7 +164,8 @@ def run_sources(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> l
             continue
         for param, kind in METHOD_NETWORKS.items():
             sources.append(network_source((methods.get(name) or {}).get(param), f"method.{name}.{param}", kind))
-    sources += feature_sources(dict(cfg.get("features") or {}))
+    metrics = cfg.get("metrics")
+    sources += feature_sources(dict(cfg.get("features") or {}), None if metrics is None else list(metrics))
     unique: dict[tuple, WeightsSource] = {}
     for s in sources:
         if s is not None:
@@ -311,7 +329,8 @@ def summary(records: Mapping[str, Any]) -> dict[str, str]:
 
 
 def feature_weights(features: Mapping[str, Any]) -> dict[str, str]:
-    """The compact weight record of the feature networks already on this machine (score settings)."""
+    """The compact weight record of the feature networks already on this machine (score settings;
+    `FEATURE_USERS` selects each metric's share)."""
     records = {}
     for source in feature_sources(features):
         directory = cached_dir(source)
