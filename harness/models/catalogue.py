@@ -43,7 +43,7 @@ def model_configs() -> dict[str, dict[str, Any]]:
 def entries() -> list[Entry]:
     rows = []
     for name, cfg in model_configs().items():
-        source = model_source(cfg, f"model ({name}.yaml)")
+        source = model_source(cfg, "model")
         rows.append(Entry(name, "model", source, None if source else f"{cfg.get('pipeline', 'stable_diffusion')}:{cfg.get('arch')}"))
     seen: set[str] = set()
     groups = [("features", FEATURE_NETWORKS, None), ("method", METHOD_NETWORKS, "method")]

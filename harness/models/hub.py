@@ -224,7 +224,3 @@ def _path_key(setting: str) -> str:
     plain-string settings."""
     return f"{setting}.path" if setting == "model" or setting.endswith(("dift_model", ".model")) else setting
 
-
-def with_revision(location: str, revision: str | None) -> str:
-    return f"{location}@{revision}" if revision else location
-
