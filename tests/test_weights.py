@@ -119,6 +119,8 @@ def test_exported_model_loads_through_model_path_with_identical_edits_and_scores
             assert settings["weights"]["features.dift_model"].startswith(f"{exported['tiny_sd21']} sha256:")
         else:
             assert "weights" not in settings
+    records = [json.loads(p.with_suffix(".json").read_text()) for p in (tmp_path / "dir" / "run" / "store").rglob("*.png")]
+    assert len(records) == 3 and all(r["model"]["weights"].startswith(f"{exported['tiny']} sha256:") for r in records)
     scheduler = json.loads((exported["tiny"] / "scheduler" / "scheduler_config.json").read_text())
     assert "timestep_spacing" not in scheduler  # as the hub's file: RegionDrag's timesteps stay linspace
 

@@ -119,6 +119,9 @@ class DiffusionModels:
     pipe: Any  # diffusers.StableDiffusionPipeline
     device: torch.device
     dtype: torch.dtype
+    # real weights: `source@revision sha256:<digest of the files loaded>` (harness/models/weights.py), which
+    # every sample record carries through `describe()`
+    weights: str | None = None
 
     @property
     def unet(self):
@@ -146,6 +149,8 @@ class DiffusionModels:
 
     def describe(self) -> dict[str, Any]:
         out = {"model": self.spec.identity, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device)}
+        if self.weights:
+            out["weights"] = self.weights
         if self.spec.memory_format:
             out["memory_format"] = self.spec.memory_format
         return out
@@ -275,9 +280,18 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
             module.eval().requires_grad_(False)
     if spec.channels_last and device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)  # not the VAE: NHWC made its encode/decode slower
-    models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype)
+    models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype,
+                             weights=None if spec.source == "random" else _weights_summary(spec, setting))
     _CACHE[key] = models
     return models
+
+
+def _weights_summary(spec: ModelSpec, setting: str) -> str | None:
+    from harness.models import hub, weights
+
+    source = weights.model_source(spec, setting)
+    directory = hub.cached_dir(source)
+    return weights.summary({setting: weights.entry(source, directory)})[setting] if directory else None
 
 
 @contextlib.contextmanager
