@@ -41,7 +41,6 @@ _WEIGHT_PATTERNS: dict[str, list[str]] = {
     "transformers": ["*.json", "*.txt", "{tm}"],
 }
 _WEIGHT_PATTERNS["sd_inpaint"] = _WEIGHT_PATTERNS["stable_diffusion"]
-KINDS = tuple(_WEIGHT_PATTERNS)
 
 
 class WeightsNotFoundError(OSError):
