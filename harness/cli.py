@@ -19,6 +19,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from harness import determinism
     from harness.data.base import open_dataset
+    from harness.models.weights import check_run as check_run_weights
     from harness.scaleout import job_slot, pin_gpu, run_file_name, shard_of
     from harness.pipeline import (collect_timesteps, edit_and_score, now, plan_methods, plan_metrics, report_stage,
                                   score_settings, smoke_reasons, write_run_json)
@@ -51,9 +52,11 @@ def run(cfg: Any) -> dict[str, Any]:
                          determinism.kernel_choices(container))
     metric_ids = list(container.get("metrics") or [])
     metric_classes = plan_metrics(metric_ids, dataset)
+    # The weights on this machine against weights.lock (refuses before any work; harness/models/weights.py)
+    weights = check_run_weights(container, plans)
     started = now()
     write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started,
-                                                 "determinism": determinism_state}, run_name)
+                                                 "determinism": determinism_state, "weights": weights}, run_name)
 
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
 
@@ -91,7 +94,8 @@ def run(cfg: Any) -> dict[str, Any]:
             seconds["report"] = time.perf_counter() - clock
     summary["stage_seconds"] = seconds
     write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
-                                                 "determinism": determinism_state, "stage_seconds": seconds,
+                                                 "determinism": determinism_state, "weights": weights,
+                                                 "stage_seconds": seconds,
                                                  "edit_summary": summary.get("edit"),
                                                  "scored_during_edit": results.scored_during_edit,
                                                  "timesteps_used": collect_timesteps(out_dir, dataset, plans)}, run_name)
@@ -116,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
     def _main(cfg: Any) -> None:
         from harness.data.base import DataError
+        from harness.models.hub import WeightsNotFoundError
+        from harness.models.weights import WeightsError
         from harness.pipeline import ConfigError
 
         try:
             run(cfg)
-        except (ConfigError, UnknownNameError, DataError) as exc:
+        except (ConfigError, UnknownNameError, DataError, WeightsError, WeightsNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

@@ -106,7 +106,8 @@ def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _Sc
                 if mv.value is not None and not math.isfinite(float(mv.value)) and not undefined:
                     raise NonFiniteError(f"metric {metric.id}", detail=f"value {mv.value}")
                 entry = {"value": mv.value, "weight": mv.weight, "version": metric.version,
-                         "features": feature_key, "output_sha256": out_hash, "settings": metric.settings(),
+                         "features": feature_key, "output_sha256": out_hash,
+                         "settings": metric.context.recorded_settings(metric.id, metric.settings()),
                          "info": mv.info}
             except Exception as exc:
                 if strict:
@@ -188,7 +189,8 @@ def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: Met
         entry = scores.get(metric.id)
         if not entry or entry.get("key") != set_key:
             value = metric.aggregate(features)
-            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
+            entry = {"key": set_key, "value": value.value, "n": len(members),
+                     "settings": metric.context.recorded_settings(metric.id, metric.settings()),
                      "info": value.info}
             scores[metric.id] = entry
             store.save_set_scores(scores)

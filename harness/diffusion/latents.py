@@ -90,8 +90,9 @@ def to_uint8(image: torch.Tensor, rounding: str = "truncate") -> np.ndarray:
 def resolve_vae(models, vae: str) -> tuple[object, str]:
     """The VAE a method encodes and decodes with, and its identity for records and cache keys.
 
-    `default` is the model's own VAE. Anything else is a hub id or local path (GoodDrag's bench uses
-    `stabilityai/sd-vae-ft-mse`). A random-weight model keeps its own VAE, since a pretrained VAE paired
+    `default` is the model's own VAE. Anything else is a hub id (`owner/name@commit` pins a revision) or local
+    path (GoodDrag's bench uses `stabilityai/sd-vae-ft-mse`), loaded through the weights lock
+    (harness/models/weights.py). A random-weight model keeps its own VAE, since a pretrained VAE paired
     with a random UNet measures nothing either; the identity says so.
     """
     if vae == "default":
@@ -103,5 +104,9 @@ def resolve_vae(models, vae: str) -> tuple[object, str]:
         return models.vae, f"model (random build; {vae} needs real weights)"
     from diffusers import AutoencoderKL
 
-    module = AutoencoderKL.from_pretrained(vae, torch_dtype=models.dtype).to(models.device)
+    from harness.models.weights import checked_dir, network_source
+
+    directory = checked_dir(network_source(vae, "method.vae", "diffusers_model"))
+    module = AutoencoderKL.from_pretrained(str(directory), torch_dtype=models.dtype,
+                                           local_files_only=True).to(models.device)
     return module.eval().requires_grad_(False), vae

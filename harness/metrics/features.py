@@ -84,10 +84,34 @@ class MetricContext:
 
     @property
     def key(self) -> str:
-        """The feature settings' key of cached scores (unchanged from the features alone on a default run)."""
+        """The feature settings' key of cached scores (unchanged from the features alone on a default run):
+        with real-weights feature networks it includes their file hashes, so new weights recompute."""
         from harness.store import stable_hash
 
-        return stable_hash({**self.features, "kernels": self.kernels} if self.kernels else self.features)
+        key = dict(self.features)
+        if self.kernels:
+            key["kernels"] = self.kernels
+        if self.weights:
+            key["weights"] = self.weights
+        return stable_hash(key)
+
+    @property
+    def weights(self) -> dict[str, str]:
+        """The real-weights feature networks on this machine, `setting → source@revision sha256:<digest>`
+        (harness/models/weights.py; hashes cached by path, size and mtime). Empty for random networks."""
+        if "weights" not in self._cache:
+            from harness.models.weights import feature_weights
+
+            self._cache["weights"] = feature_weights(self.features)
+        return self._cache["weights"]
+
+    def recorded_settings(self, metric_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """A metric's settings as stored with each score: plus the weight hashes of the feature networks it
+        reads (harness/models/weights.py `FEATURE_USERS`)."""
+        from harness.models.weights import feature_used
+
+        used = {k: v for k, v in self.weights.items() if feature_used(k.removeprefix("features."), [metric_id])}
+        return {**settings, "weights": used} if used else dict(settings)
 
     @property
     def seed(self) -> int:
@@ -123,4 +147,4 @@ class MetricContext:
         cfg["dtype"] = {torch.float16: "float16", torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype]
         cfg["device"] = str(self.device)
         with GLOBAL_RNG_LOCK:
-            return load_models(cfg)
+            return load_models(cfg, "features.dift_model")

@@ -9,8 +9,9 @@ loaded the same way, and so are the prompt editors' helpers: StyleDiffusion's CL
 (`harness/prompt/captioner.py`, `method.pix2pix_zero.captioner`). All come through transformers, and
 each setting takes:
 
-- a hub id (`openai/clip-vit-base-patch32`): `from_pretrained`, which needs network access once or a copy
-  in the Hugging Face cache (`HF_HUB_OFFLINE=1` uses the cache without asking the network);
+- a hub id (`openai/clip-vit-base-patch32`, or `openai/clip-vit-base-patch32@<commit>` to pin a revision):
+  its safetensors snapshot, which needs network access once or a copy in the Hugging Face cache
+  (`HF_HUB_OFFLINE=1` uses the cache without asking the network; harness/models/hub.py);
 - a local directory holding the checkpoint;
 - `random`: the exact published architecture with seeded random weights (GPU timing, smoke runs);
 - `random_tiny`: the same structure with tiny widths (CPU tests).
@@ -23,7 +24,6 @@ results record (unchanged, so stored results stay comparable).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from harness.determinism import seeded_global_rng
@@ -43,16 +43,21 @@ def seeded(seed: int, build: Callable[[], T]) -> T:
 
 
 def from_pretrained(load: Callable[[str], T], spec: str, setting: str) -> T:
-    """`load(source)` for a hub id or a local directory (`~` expanded); failures name the config `setting`
-    that chose it (`features.clip_vit_b32`, `method.pix2pix_zero.captioner`, ...)."""
-    path = Path(spec).expanduser()
-    local = path.is_absolute() or spec.startswith((".", "~")) or path.exists()
+    """`load(directory)` for a hub id (`owner/name`, or `owner/name@revision` to pin a commit) or a local
+    directory (`~` expanded). The directory comes from `weights.checked_dir`: the local one, or the hub
+    snapshot of only the files the harness reads, verified against the weights lock when one is in effect.
+    Failures name the config `setting` that chose it (`features.clip_vit_b32`, `method.pix2pix_zero.captioner`)."""
+    from harness.models.hub import WeightsNotFoundError
+    from harness.models.weights import checked_dir, network_source
+
     choices = (f"set {setting} to a hub id (network access once, then the Hugging Face cache), a local "
                f"directory holding the checkpoint, or {' / '.join(RANDOM_SPECS)} for a smoke run without weights")
-    if local and not path.is_dir():
-        raise NetworkWeightsError(f"{setting}={spec!r}: {path} is not a directory; {choices}")
     try:
-        return load(str(path) if local else spec)
+        directory = checked_dir(network_source(spec, setting, "transformers"))
+    except WeightsNotFoundError as exc:
+        raise NetworkWeightsError(f"{exc}; {choices}") from exc
+    try:
+        return load(str(directory))
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NetworkWeightsError(f"{setting}={spec!r}: cannot load the weights ({reason}); {choices}") from exc

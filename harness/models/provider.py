@@ -1,7 +1,9 @@
 """Resolve a `model` config into a diffusers pipeline, once per process.
 
-Three sources, one code path afterwards:
-- `pretrained`: `from_pretrained` with a hub id or a local directory (real weights, for users);
+Two sources, one code path afterwards:
+- `pretrained`: `from_pretrained` from a local directory, or from the cached snapshot of a hub repository
+  (real weights, for users; harness/models/hub.py fetches, harness/models/weights.py verifies against
+  the weights lock);
 - `random`: an exact architecture from `architectures.py` with seeded random weights, built offline
   (full size on the GPU for timing, `tiny` on the CPU for tests);
 The components are handed to methods and metrics as a `DiffusionModels` bundle that also says what it is
@@ -17,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
@@ -33,12 +35,22 @@ PIPELINES = ("stable_diffusion", "sd_inpaint", "paint_by_example")
 @dataclass(frozen=True)
 class ModelSpec:
     """What to load. `path` is a hub id or local directory for `source=pretrained`; `arch` and `seed`
-    select the random build for `source=random`."""
+    select the random build for `source=random`.
+
+    Real weights: `published_as` is the hub id the paper used (several were removed from the hub since;
+    `path` names the copy actually loaded, harness/models/hub.py); `revision` pins a hub commit (null =
+    the repository's current `main`); `variant` selects the hub's half-size files (`fp16`) where the
+    protocol runs in float16; `use_safetensors: false` loads pickled `.bin` weights, for repositories whose
+    main branch has no safetensors files."""
 
     name: str
     source: str = "random"
     arch: str = "tiny"
     path: str | None = None
+    published_as: str | None = None
+    revision: str | None = None
+    variant: str | None = None
+    use_safetensors: bool = True
     seed: int = 0
     dtype: str = "float32"
     device: str = "auto"
@@ -48,21 +60,27 @@ class ModelSpec:
     # cuDNN kernels, so outputs differ from the reference code by fp16 rounding: part of the store key. The
     # VAE stays NCHW (measured slower in NHWC: decode 24 → 30 ms on an H100).
     channels_last: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "ModelSpec":
-        known = {f for f in cls.__dataclass_fields__}
-        data = {k: v for k, v in dict(cfg).items() if k in known}
-        data["extra"] = {k: v for k, v in dict(cfg).items() if k not in known}
+    def from_config(cls, cfg: Mapping[str, Any], setting: str = "model") -> "ModelSpec":
+        """Checked construction; errors name the config (its `name`), the `setting` that chose it and the
+        field. Unknown fields are refused: a misspelt `revison:` must not silently load `main`."""
+        data = dict(cfg)
+        where = f"{setting} config {data.get('name')!r}"
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {', '.join(cls.__dataclass_fields__)}")
         if data.get("source") not in ("random", "pretrained"):
-            raise ValueError(f"model config {data.get('name')!r}: field 'source' must be 'random' or 'pretrained'")
+            raise ValueError(f"{where}: field 'source' must be 'random' or 'pretrained'")
         if data["source"] == "pretrained" and not data.get("path"):
-            raise ValueError(f"model config {data.get('name')!r}: field 'path' is required for source=pretrained")
+            raise ValueError(f"{where}: field 'path' is required for source=pretrained")
         if data.get("dtype", "float32") not in DTYPES:
-            raise ValueError(f"model config {data.get('name')!r}: field 'dtype' must be one of {sorted(DTYPES)}")
+            raise ValueError(f"{where}: field 'dtype' must be one of {sorted(DTYPES)}")
         if data.get("pipeline", "stable_diffusion") not in PIPELINES:
-            raise ValueError(f"model config {data.get('name')!r}: field 'pipeline' must be one of {list(PIPELINES)}")
+            raise ValueError(f"{where}: field 'pipeline' must be one of {list(PIPELINES)}")
+        for key in ("revision", "variant", "published_as"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"{where}: field {key!r} must be a string or null, got {data[key]!r}")
         return cls(**data)
 
     def resolved_device(self) -> torch.device:
@@ -84,7 +102,7 @@ class ModelSpec:
     @property
     def identity(self) -> str:
         if self.source == "pretrained":
-            return f"pretrained:{self.path}"
+            return f"pretrained:{self.path}" + (f"@{self.revision}" if self.revision else "")
         arch = self.arch if self.pipeline == "stable_diffusion" else f"{self.pipeline}-{self.arch}"
         return f"random:{arch}:seed{self.seed}"
 
@@ -101,6 +119,9 @@ class DiffusionModels:
     pipe: Any  # diffusers.StableDiffusionPipeline
     device: torch.device
     dtype: torch.dtype
+    # real weights: `source@revision sha256:<digest of the files loaded>` (harness/models/weights.py), which
+    # every sample record carries through `describe()`
+    weights: str | None = None
 
     @property
     def unet(self):
@@ -128,6 +149,8 @@ class DiffusionModels:
 
     def describe(self) -> dict[str, Any]:
         out = {"model": self.spec.identity, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device)}
+        if self.weights:
+            out["weights"] = self.weights
         if self.spec.memory_format:
             out["memory_format"] = self.spec.memory_format
         return out
@@ -186,19 +209,32 @@ def _paint_by_example_encoder(vision: Mapping[str, Any], proj_size: int):
     return PaintByExampleImageEncoder(CLIPVisionConfig(**vision), proj_size=proj_size)
 
 
-def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype):
-    """`from_pretrained` for the spec's pipeline (hub id or local directory), without the safety checker."""
+def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype, setting: str = "model"):
+    """`from_pretrained` for the spec's pipeline, without the safety checker, from the directory
+    `weights.checked_dir` gives (the local directory, or the hub snapshot of only the files the harness
+    reads, verified against the weights lock when one is in effect)."""
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-    log.info("loading %s (%s)", spec.path, spec.pipeline)
-    if spec.pipeline == "paint_by_example":
-        return _load_paint_by_example(spec.path, dtype, spec.local_files_only)
-    cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
-    return cls.from_pretrained(spec.path, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
-                               local_files_only=spec.local_files_only)
+    from harness.models.hub import WeightsNotFoundError, effective_variant
+    from harness.models.weights import checked_dir, model_source
+
+    source = model_source(spec, setting)
+    directory = checked_dir(source, download=False if spec.local_files_only else None)
+    variant = effective_variant(source, directory)
+    log.info("loading %s from %s (%s)", spec.path, directory, spec.pipeline)
+    try:
+        if spec.pipeline == "paint_by_example":
+            return _load_paint_by_example(str(directory), dtype, variant, spec.use_safetensors)
+        cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
+        return cls.from_pretrained(str(directory), torch_dtype=dtype, variant=variant, use_safetensors=spec.use_safetensors,
+                                   safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    except OSError as exc:  # a directory without the safetensors files of a component, or with broken ones
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsNotFoundError(f"{setting} config {spec.name!r}: cannot load {directory} ({reason}); "
+                                   "python -m harness.models fetch/export write complete directories") from exc
 
 
-def _load_paint_by_example(path: str, dtype: torch.dtype, local_files_only: bool):
+def _load_paint_by_example(path: str, dtype: torch.dtype, variant: str | None, use_safetensors: bool):
     """Component by component: diffusers 0.42.1 moved the pipeline to `deprecated/`, and its
     `from_pretrained` can no longer resolve the `image_encoder` class named in the hub's model_index.json
     (nor in one it saved itself). The image encoder's config must be passed explicitly, otherwise
@@ -207,8 +243,8 @@ def _load_paint_by_example(path: str, dtype: torch.dtype, local_files_only: bool
     from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder
     from transformers import CLIPImageProcessor, CLIPVisionConfig
 
-    files_only = dict(local_files_only=local_files_only)
-    weights = dict(torch_dtype=dtype, **files_only)
+    files_only = dict(local_files_only=True)
+    weights = dict(torch_dtype=dtype, variant=variant, use_safetensors=use_safetensors, **files_only)
     vision = CLIPVisionConfig.from_pretrained(path, subfolder="image_encoder", **files_only)
     return PaintByExamplePipeline(
         vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **weights),
@@ -222,9 +258,10 @@ def _load_paint_by_example(path: str, dtype: torch.dtype, local_files_only: bool
 _CACHE: dict[tuple[str, str, str], DiffusionModels] = {}
 
 
-def load_models(cfg: Mapping[str, Any] | ModelSpec) -> DiffusionModels:
-    """Load (or reuse) the pipeline a `model` config names. Each distinct config loads once per process."""
-    spec = cfg if isinstance(cfg, ModelSpec) else ModelSpec.from_config(cfg)
+def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> DiffusionModels:
+    """Load (or reuse) the pipeline a `model` config names. Each distinct config loads once per process.
+    `setting`: the config key that chose it, for error messages (`features.dift_model`)."""
+    spec = cfg if isinstance(cfg, ModelSpec) else ModelSpec.from_config(cfg, setting)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
     key = (spec.fingerprint(), str(device), str(dtype))
     if key in _CACHE:
@@ -233,7 +270,7 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec) -> DiffusionModels:
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
         pipe = build_random_pipeline(spec.arch, spec.seed, device, spec.pipeline)
     else:
-        pipe = load_pretrained_pipeline(spec, dtype)
+        pipe = load_pretrained_pipeline(spec, dtype, setting)
     pipe = pipe.to(device)
     if dtype != torch.float32:  # a float32 build needs no cast (and diffusers warns on every cast)
         pipe = pipe.to(dtype=dtype)
@@ -243,9 +280,18 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec) -> DiffusionModels:
             module.eval().requires_grad_(False)
     if spec.channels_last and device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)  # not the VAE: NHWC made its encode/decode slower
-    models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype)
+    models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype,
+                             weights=None if spec.source == "random" else _weights_summary(spec, setting))
     _CACHE[key] = models
     return models
+
+
+def _weights_summary(spec: ModelSpec, setting: str) -> str | None:
+    from harness.models import hub, weights
+
+    source = weights.model_source(spec, setting)
+    directory = hub.cached_dir(source)
+    return weights.summary({setting: weights.entry(source, directory)})[setting] if directory else None
 
 
 @contextlib.contextmanager
