@@ -82,9 +82,11 @@ def config(arch: str):
                             vision_end_token_id=ids["<|vision_end|>"])
 
 
+@lru_cache(maxsize=2)
 def build(arch: str, seed: int = 0, device: str | torch.device = "cpu",
           dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """(model, processor) of a random judge, built on `device` in `dtype` (no float32 copy on the host)."""
+    """(model, processor) of a random judge, built on `device` in `dtype` (no float32 copy on the host).
+    Cached per process: inference leaves it unchanged, and tests build several judges on it."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from harness.determinism import seeded_global_rng
