@@ -314,3 +314,62 @@ def test_run_with_a_judge_is_a_smoke_run_and_reruns_make_no_judge_call(tmp_path,
     run(config("judge.batch_size=2"))  # a new judge config re-scores, every answer from the judge cache
     assert sum(calls) == 6
     assert store.load_scores("demo/shapes/square_right")["viescore_o@drag_v1"]["info"]["cached"] is True
+
+
+# ------------------------------------------------------------------------------------------------ GScore
+
+class BrightnessRater:
+    """Rates each shown output by its mean brightness (1–10), whatever its position: a position-free judge."""
+
+    def __init__(self):
+        self.calls, self.orders = 0, []
+
+    def identity(self):
+        return {"backend": "scripted", "model": "brightness", "version": "1"}
+
+    @staticmethod
+    def rating(image):
+        return 1 + int(image.mean()) % 10
+
+    def generate(self, requests, seeds):
+        self.calls += len(requests)
+        return [("Analysis.\n" + json.dumps({label: self.rating(im) for label, im in zip("ABCDEFGH", r.images[1:])}), {})
+                for r in requests]
+
+
+def test_gscore_over_the_methods_of_a_run(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from harness.cli import run
+    from harness.config import compose
+    from harness.judges import gscore
+    from harness.store import iter_method_stores
+
+    monkeypatch.setenv("EDITLAB_JUDGE_CACHE", str(tmp_path / "judge_cache"))
+    cfg = compose(["dataset=demo", "method=[identity,copy_paste]", "metrics=[time]", "reporting.html=false"])
+    run(OmegaConf.create(cfg | {"out_dir": str(tmp_path / "run")}))
+    rater = BrightnessRater()
+    monkeypatch.setattr(gscore, "build_judge", lambda cfg, device: Judge(rater, "brightness"))
+    result = gscore.compute(tmp_path / "run", {"name": "brightness"}, repeats=4, seed=0)
+    assert rater.calls == 3 * 4 and not result.skipped
+    stores = {s.description()["method"]: s for s in iter_method_stores(tmp_path / "run")}
+    entry = stores["copy_paste"].load_scores("demo/shapes/square_right")[gscore.METRIC_ID]
+    expected = BrightnessRater.rating(stores["copy_paste"].load_image("demo/shapes/square_right"))
+    assert entry["value"] == expected and entry["info"]["n_parsed"] == 4  # the same rating in every position
+    orders = {tuple(d["order"]) for d in entry["info"]["draws"]}
+    assert len(orders) == 2  # both orders shown over 4 seeded repetitions
+    keys = [s.method_key for s in iter_method_stores(tmp_path / "run")]  # compute's order of the methods
+    for draw in entry["info"]["draws"]:
+        assert draw["order"] == [keys[i] for i in gscore.order_for(0, "demo/shapes/square_right", draw["repetition"], 2)]
+    assert "SMOKE" not in (tmp_path / "run" / "gscore.md").read_text()
+    assert set(pd_read(tmp_path / "run" / "gscore.csv")["method"]) == {"identity", "copy_paste"}
+    gscore.compute(tmp_path / "run", {"name": "brightness"}, repeats=4, seed=0)
+    assert rater.calls == 12  # every answer from the cache
+    with pytest.raises(gscore.GScoreError, match="compares methods"):
+        gscore.compute(tmp_path / "run", {"name": "brightness"}, methods=["identity"])
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
