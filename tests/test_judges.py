@@ -373,3 +373,37 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+class Refusing:
+    def identity(self):
+        return {"backend": "scripted", "model": "scripted", "version": "1"}
+
+    def generate(self, requests, seeds):
+        raise AssertionError("a judge call was made although prefill cached every answer")
+
+
+def test_prefill_asks_what_the_metrics_will_ask(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from harness.cli import run
+    from harness.config import compose
+    from harness.judges import prefill as prefill_module
+    from harness.store import iter_method_stores
+
+    cfg = compose(["dataset=demo", "method=[identity]", "metrics=[time]", "reporting.html=false"])
+    run(OmegaConf.create(cfg | {"out_dir": str(tmp_path / "run")}))
+    answers = {(p, r): '{"score": [7, 5]}' for p in ("sc", "pq") for r in range(2)}
+    backend = ScriptedBackend(answers)
+    monkeypatch.setattr(prefill_module, "build_judge", lambda c, d: Judge(backend, "scripted", cache_dir=tmp_path / "jc"))
+    judge_cfg = {"name": "scripted", "repeats": 2}
+    prefill_module.prefill(tmp_path / "run", ["viescore_o@drag_v1", "viescore_sc@drag_v1"], judge_cfg)
+    assert backend.calls == 3 * 2 * 2  # samples × (SC + PQ, shared by both metrics) × repeats
+    store = next(iter_method_stores(tmp_path / "run"))
+    sample_id = "demo/shapes/square_right"
+    from harness.data.base import open_dataset
+
+    sample = open_dataset(compose(["dataset=demo"])["dataset"]).load(sample_id)
+    value = _metric("viescore_o@drag_v1", Judge(Refusing(), "scripted", cache_dir=tmp_path / "jc"), judge_cfg).compute(
+        sample, store.load_image(sample_id), {})
+    assert value.value == 5.0 and value.info["cached"]

@@ -1,7 +1,12 @@
-"""`python -m harness.judges gscore <out_dir> [judge=<name>] [judge.<field>=…] [--methods a,b] [--repeats 10]
-[--seed 0] [--device auto]`: GoodDrag's GScore over the method variants of a finished run
-(harness/judges/gscore.py). Judge overrides use the run config's syntax (conf/judge/); without `judge=`, the
-run's own judge is used.
+"""Judge commands over a finished run (`out_dir` holding run.json and store/):
+
+- `python -m harness.judges gscore <out_dir> [judge=<name>] [judge.<field>=…] [--methods a,b] [--repeats 10]
+  [--seed 0]`: GoodDrag's GScore over the run's method variants (harness/judges/gscore.py);
+- `python -m harness.judges prefill <out_dir> --metrics viescore_o@drag_v1[,…] [judge=…] [--chunk 256]`: ask
+  the VIEScore requests of every stored output in large batches, so that scoring finds them cached
+  (harness/judges/prefill.py).
+
+Judge overrides use the run config's syntax (conf/judge/); without `judge=`, the run's own judge is used.
 """
 from __future__ import annotations
 
@@ -19,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--repeats", type=int, default=10, help="repetitions per sample (GoodDrag: 10)")
     g.add_argument("--seed", type=int, default=0, help="seed of the per-repetition method order")
     g.add_argument("--device", default="auto")
+    f = sub.add_parser("prefill", help="ask a run's VIEScore judge requests in large batches")
+    f.add_argument("out_dir")
+    f.add_argument("overrides", nargs="*", help="judge=<name> and judge.<field>=<value> overrides")
+    f.add_argument("--metrics", required=True, help="comma-separated VIEScore metric ids")
+    f.add_argument("--chunk", type=int, default=256, help="requests gathered before each ask")
+    f.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
     from harness.judges.gscore import GScoreError, compute
@@ -34,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             from harness.config import compose
 
             judge_cfg = compose(args.overrides).get("judge")
+        if args.command == "prefill":
+            from harness.judges.prefill import prefill
+
+            judge = prefill(args.out_dir, args.metrics.split(","), judge_cfg, args.chunk, args.device)
+            print(f"judge calls: {judge.calls}, cached answers: {judge.cache_hits}")
+            return 0
         run = compute(args.out_dir, judge_cfg, args.methods.split(",") if args.methods else None, args.repeats,
                       args.seed, args.device)
     except (GScoreError, UnknownNameError, ValueError) as exc:

@@ -58,24 +58,31 @@ class VieScore(Metric):
     family_template: ClassVar[str] = "edit"
     higher_is_better = True
 
-    def _requests(self, template_id: str, images: list[np.ndarray], fields: Mapping[str, str], n: int,
-                  cfg: Mapping[str, Any]) -> list[JudgeRequest]:
-        template = load_template(template_id)
-        text = template.render(**fields)
-        return [JudgeRequest(template.id, template.sha256, text, tuple(images), decoding(cfg), r) for r in range(n)]
+    def requests(self, sample: Sample, edited: np.ndarray, cfg: Mapping[str, Any]) -> dict[str, list[JudgeRequest]]:
+        """The judge requests of one sample by part (`sc`, `pq`), `repeats` each; ValueError when the sample
+        lacks what the SC prompt needs. `python -m harness.judges prefill` asks the same requests in batches."""
+        parts: dict[str, list[JudgeRequest]] = {}
+        n, dec = repeats(cfg), decoding(cfg)
+
+        def ask(template_id: str, images: list[np.ndarray], fields: Mapping[str, str]) -> list[JudgeRequest]:
+            template = load_template(template_id)
+            text = template.render(**fields)
+            return [JudgeRequest(template.id, template.sha256, text, tuple(images), dec, r) for r in range(n)]
+
+        if self.quantity in ("sc", "o"):
+            images, fields = sc_inputs(sample, edited)
+            parts["sc"] = ask(f"viescore_sc_{self.family_template}_v1", images, fields)
+        if self.quantity in ("pq", "o"):
+            parts["pq"] = ask(PQ_TEMPLATE, [edited], {})
+        return parts
 
     def compute(self, sample: Sample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         judge, cfg = judge_for(self.context)
-        n = repeats(cfg)
-        parts: dict[str, list[JudgeRequest]] = {}
-        if self.quantity in ("sc", "o"):
-            try:
-                images, fields = sc_inputs(sample, edited)
-            except ValueError as exc:
-                return MetricValue(float("nan"), info={"nan": str(exc)})
-            parts["sc"] = self._requests(f"viescore_sc_{self.family_template}_v1", images, fields, n, cfg)
-        if self.quantity in ("pq", "o"):
-            parts["pq"] = self._requests(PQ_TEMPLATE, [edited], {}, n, cfg)
+        n, _ = repeats(cfg), decoding(cfg)  # config errors surface here, not as undefined values
+        try:
+            parts = self.requests(sample, edited, cfg)
+        except ValueError as exc:
+            return MetricValue(float("nan"), info={"nan": str(exc)})
         flat = [r for requests in parts.values() for r in requests]
         replies = iter(judge.ask(flat))
         answers = {part: [next(replies) for _ in requests] for part, requests in parts.items()}
