@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--judge-path", type=int, default=0, metavar="N",
+                        help="also time the Judge path (cache writes included) on N samples: one sample per call, as "
+                             "the score stage asks, and all N at once in batches of --judge-batch, as prefill asks")
+    parser.add_argument("--judge-batch", type=int, default=64)
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -71,7 +75,7 @@ def main() -> None:
                            identity_name=random_judge.identity_name(arch, 0), **pixels)
     params = sum(p.numel() for p in model.parameters())
     rows, results = [], []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch in [int(b) for b in args.batch_sizes.split(",") if b]:
         try:
             result = measure(backend, batch, args)
         except torch.OutOfMemoryError:
@@ -85,9 +89,40 @@ def main() -> None:
     payload = {"benchmark": "judge", "arch": arch, "parameters": params, "dtype": str(dtype), "build_s": build_s,
                "image_size": args.size, "templates": ["viescore_sc_drag_v1", "viescore_pq_v1"],
                "bf16_matmul_tflops": None if args.smoke else matmul_tflops(torch.bfloat16), "results": results}
+    if args.judge_path:
+        payload["judge_path"] = judge_path(backend, args)
+        print_table([{k: v for k, v in r.items()} for r in payload["judge_path"]])
     path = write_result("judge", payload, args.smoke, args.out)
     print_table(rows)
     print(f"wrote {path}")
+
+
+def judge_path(backend, args: argparse.Namespace) -> list[dict]:
+    """Samples/s through `Judge.ask` (keys, cache reads and writes included) with an empty cache: per sample
+    ([SC, PQ] in one call, the score stage's O metric) and all at once (prefill, `--judge-batch` per generate)."""
+    import tempfile
+
+    from harness.judges import Judge
+
+    n = args.judge_path
+    out = []
+    for mode in ("per_sample", "prefill"):
+        sc, pq = sample_requests(n + 1, args.new_tokens, args.size)
+        with tempfile.TemporaryDirectory() as cache:
+            judge = Judge(backend, "bench", cache_dir=Path(cache), batch_size=args.judge_batch)
+            judge.ask([sc[n], pq[n]])  # warm-up outside the timing (its own images)
+            sync()
+            t = time.perf_counter()
+            if mode == "per_sample":
+                for i in range(n):
+                    judge.ask([sc[i], pq[i]])
+            else:
+                judge.ask(sc[:n] + pq[:n])
+            sync()
+            seconds = time.perf_counter() - t
+        out.append({"mode": mode, "samples": n, "batch_size": 2 if mode == "per_sample" else args.judge_batch,
+                    "seconds": seconds, "samples_per_s": n / seconds, "s_per_1000_samples": 1000 * seconds / n})
+    return out
 
 
 def measure(backend, batch: int, args: argparse.Namespace) -> dict:

@@ -107,7 +107,9 @@ class LocalBackend:
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         d = requests[0].decoding
-        options: dict[str, Any] = {"max_new_tokens": d.max_new_tokens, "do_sample": not d.greedy}
+        # exactly the declared decoding: the checkpoint's generation_config extras (Qwen2.5-VL-7B-Instruct sets
+        # repetition_penalty 1.05 and sampling defaults) would change answers without appearing in any key
+        options: dict[str, Any] = {"max_new_tokens": d.max_new_tokens, "do_sample": not d.greedy, "repetition_penalty": 1.0}
         if not d.greedy:
             options.update(temperature=d.temperature, top_p=d.top_p, top_k=d.top_k or 0)
         else:  # the checkpoint's generation_config may set sampling defaults: greedy means none of them
