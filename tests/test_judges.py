@@ -407,3 +407,15 @@ def test_prefill_asks_what_the_metrics_will_ask(tmp_path, monkeypatch):
     value = _metric("viescore_o@drag_v1", Judge(Refusing(), "scripted", cache_dir=tmp_path / "jc"), judge_cfg).compute(
         sample, store.load_image(sample_id), {})
     assert value.value == 5.0 and value.info["cached"]
+
+
+def test_local_judge_identity_is_pinned(tmp_path):
+    from harness.judges.local import LocalBackend, resolve_revision
+
+    assert resolve_revision("Qwen/Qwen2.5-VL-7B-Instruct", "a" * 40) == "a" * 40
+    with pytest.raises(ValueError, match="not pinned"):
+        resolve_revision("editlab-test/no-such-model", "main")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    first = LocalBackend(str(tmp_path)).identity()
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl", "changed": 1}')
+    assert first["model"] == str(tmp_path.resolve()) and LocalBackend(str(tmp_path)).identity() != first
