@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.judges.base import Backend, JudgeReply, JudgeRequest
-from harness.store import _read_json_object, atomic_write_json
+from harness.store import atomic_write_json
 
 log = logging.getLogger("harness")
 
@@ -65,14 +65,21 @@ class Judge:
     def _path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
+    def _read(self, key: str) -> JudgeReply | None:
+        """The cached answer, or None when absent or unreadable (a half-written file never exists: writes are
+        atomic; an unreadable one is asked again and overwritten)."""
+        try:
+            entry = json.loads(self._path(key).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+            return None
+        return JudgeReply(entry["text"], cached=True, key=key, meta=dict(entry.get("meta") or {}))
+
     def ask(self, requests: list[JudgeRequest]) -> list[JudgeReply]:
         """Answers in request order: from the cache where present, else from the backend (then cached)."""
         keys = [self.key(r) for r in requests]
-        replies: list[JudgeReply | None] = []
-        for key in keys:
-            entry = _read_json_object(self._path(key))
-            replies.append(None if entry is None or not isinstance(entry.get("text"), str) else
-                           JudgeReply(entry["text"], cached=True, key=key, meta=dict(entry.get("meta") or {})))
+        replies: list[JudgeReply | None] = [self._read(key) for key in keys]
         missing = [i for i, reply in enumerate(replies) if reply is None]
         with self._lock:
             self.cache_hits += len(requests) - len(missing)
