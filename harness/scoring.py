@@ -39,7 +39,10 @@ def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]],
     """The shared feature context of the config's `features` section (or `context`, whose networks are
     already built) and the per-sample metrics on it."""
     if context is None:
-        context = MetricContext(dict(cfg.get("features") or {}), device=cfg.get("metric_device", "auto"),
+        features = dict(cfg.get("features") or {})
+        if cfg.get("judge"):  # a VLM judge (harness/judges) is part of the feature key: a new judge is a new score
+            features["judge"] = dict(cfg["judge"])
+        context = MetricContext(features, device=cfg.get("metric_device", "auto"),
                                 kernels=determinism.kernel_choices(cfg))
     return context, [cls(context) for cls in metric_classes if not issubclass(cls, SetMetric)]
 
