@@ -148,6 +148,31 @@ def test_merge_keeps_agreeing_cells_once_and_shows_conflicts(runs, tmp_path):
     assert len(board.conflicts) == 1 and "mean" in board.conflicts[0]
 
 
+def test_rows_are_kept_apart_by_weight_hashes(runs, tmp_path):
+    """The same store key on other weights (a fine-tune of the same identity) is another row, not a conflict."""
+    paths = []
+    for i, digest in enumerate(("a" * 64, "b" * 64)):
+        doc = json.loads((runs["a"] / "results.json").read_text())
+        doc["run"]["id"] = f"{i:012d}"
+        for variant in doc["variants"].values():
+            variant["model"] = {"identity": "sd15", "dtype": "float16", "weights": {"unet_sha256": digest}}
+        paths.append(tmp_path / f"w{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    board = merge(load_sources(paths, allow_smoke=True))
+    rows = next(t for t in board.tables if t["protocol"] == "regiondrag")["rows"]
+    assert len(rows) == 4 and not board.conflicts
+    assert sorted(r["weights"]["unet_sha256"][0] for r in rows) == ["a", "a", "b", "b"]
+
+
+def test_set_metric_values_become_cells_without_an_interval(runs, tmp_path):
+    out = tmp_path / "a"
+    shutil.copytree(runs["a"], out)
+    key = next(v["method_key"] for v in read_results(out)["variants"].values() if v["method"] == "copy_paste")
+    MethodStore(out, "demo", key).save_set_scores({"fid@pbe": {"key": "k", "value": 12.5, "n": 3, "settings": {"network": "x"}}})
+    cell = next(c for c in build_results(out)["cells"] if c["metric"] == "fid@pbe")
+    assert (cell["mean"], cell["n"], cell["ci"], cell["protocol"], cell["direction"]) == (12.5, 3, None, "pbe", "lower")
+
+
 def test_smoke_results_are_refused_unless_asked(runs, tmp_path):
     with pytest.raises(MergeError, match="smoke run"):
         load_sources([runs["a"]])
@@ -183,12 +208,14 @@ def test_validate_accepts_a_run_folder_and_catches_tampering(runs, tmp_path):
     doc["cells"][0]["metric"] = "lpips_alex@nowhere"
     doc["cells"][1]["table_scale"] = 7.0
     (sub / "results.json").write_text(json.dumps(doc))
+    next(iter(doc["variants"].values()))["model"] = {"identity": "sd15", "weights": {"unet_sha256": "not-a-digest"}}
+    (sub / "results.json").write_text(json.dumps(doc))
     (sub / "run.shard-1-of-2.json").unlink()
     problems, _ = validate_submission(sub)
     text = "\n".join(problems)
     assert "output PNG missing or its SHA-256 is not the record's" in text
     assert "'lpips_alex@nowhere' is not known" in text and "table_scale: 7.0" in text
-    assert "run.shard-1-of-2.json: missing" in text
+    assert "run.shard-1-of-2.json: missing" in text and "unet_sha256: not a SHA-256 hex digest" in text
     proc = cli("validate", str(sub))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
@@ -241,6 +268,10 @@ def test_site_in_headless_chromium_sorts_filters_and_shows_provenance(site, runs
         browser.eval("const s = document.getElementById('filter-method'); s.value = 'copy_paste';"
                      "s.dispatchEvent(new Event('change'))")
         assert sorted(browser.eval(labels)) == ["copy_paste:copy_paste", "copy_paste:copy_paste [radius=4]"]
+
+        browser.eval("document.getElementById('filter-release').click()")  # radius=4 is not the method's default
+        assert browser.eval(labels) == ["copy_paste:copy_paste"]
+        browser.eval("document.getElementById('filter-release').click()")
 
         cell = f"{table}.querySelector('tr[data-method=\"copy_paste\"] td[data-metric=\"{LPIPS}\"]')"
         assert "95% CI [" in browser.eval(f"{cell}.title")

@@ -122,7 +122,8 @@ def _disagreement(entry: Mapping[str, Any], cell: Mapping[str, Any]) -> str | No
         if entry[key] != cell[key]:
             return f"{key} {entry[key]} vs {cell[key]}"
     if not _same_number(entry["mean"], cell["mean"]):
-        return f"mean {entry['mean']} vs {cell['mean']}"
+        return f"mean {entry['mean']:.6g} vs {cell['mean']:.6g}" if None not in (entry["mean"], cell["mean"]) else \
+            f"mean {entry['mean']} vs {cell['mean']}"
     return None
 
 
