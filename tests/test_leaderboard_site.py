@@ -28,7 +28,6 @@ from harness.config import compose
 from harness.report.__main__ import main as report_main
 from harness.report.merge import MergeError, load_sources, load_specs, merge
 from harness.report.results import ResultsError, build_results, read_results, schema_errors
-from harness.report.site import write_site
 from harness.report.validate import validate_submission
 from harness.store import MethodStore
 from tests.headless import CHROMIUM, Browser
@@ -114,8 +113,10 @@ def test_schema_errors_name_the_field(runs):
     doc = json.loads((runs["a"] / "results.json").read_text())
     doc["cells"][0]["direction"] = "sideways"
     del doc["run"]["seeds"]
+    next(iter(doc["variants"].values()))["model"] = {"identity": "sd15", "weights": {"files": {"unet.safetensors": "x"}}}
     errors = schema_errors(doc, "x.json")
     assert any("cells/0/direction" in e for e in errors) and any("'seeds' is a required property" in e for e in errors)
+    assert any("model/weights/files/unet.safetensors: 'x' does not match" in e for e in errors)
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -164,6 +165,24 @@ def test_rows_are_kept_apart_by_weight_hashes(runs, tmp_path):
     assert sorted(r["weights"]["unet_sha256"][0] for r in rows) == ["a", "a", "b", "b"]
 
 
+def test_weight_hashes_come_from_the_runs_weights_record(runs, tmp_path):
+    """run.json `weights` (the weights lock's record, keyed by config setting) gives each variant its hashes."""
+    out = tmp_path / "a"
+    shutil.copytree(runs["a"], out)
+    record = json.loads((out / "run.json").read_text())
+    files = {"unet/diffusion_pytorch_model.safetensors": "c" * 64}
+    record["weights"] = {"model": {"setting": "model", "source": "hub:x/sd15", "revision": "abc", "files": files}}
+    (out / "run.json").write_text(json.dumps(record))
+    key = next(v["method_key"] for v in read_results(out)["variants"].values() if v["method"] == "copy_paste")
+    description = json.loads((out / "store" / "demo" / key / "method.json").read_text())
+    description["model"] = {"identity": "hub:x/sd15", "dtype": "float16"}
+    (out / "store" / "demo" / key / "method.json").write_text(json.dumps(description))
+    variants = {v["method"]: v for v in build_results(out)["variants"].values()}
+    assert variants["copy_paste"]["model"]["weights"] == {"setting": "model", "source": "hub:x/sd15", "revision": "abc",
+                                                          "files": files}
+    assert variants["identity"]["model"] is None  # a model-free method has no weights
+
+
 def test_set_metric_values_become_cells_without_an_interval(runs, tmp_path):
     out = tmp_path / "a"
     shutil.copytree(runs["a"], out)
@@ -208,14 +227,12 @@ def test_validate_accepts_a_run_folder_and_catches_tampering(runs, tmp_path):
     doc["cells"][0]["metric"] = "lpips_alex@nowhere"
     doc["cells"][1]["table_scale"] = 7.0
     (sub / "results.json").write_text(json.dumps(doc))
-    next(iter(doc["variants"].values()))["model"] = {"identity": "sd15", "weights": {"unet_sha256": "not-a-digest"}}
-    (sub / "results.json").write_text(json.dumps(doc))
     (sub / "run.shard-1-of-2.json").unlink()
     problems, _ = validate_submission(sub)
     text = "\n".join(problems)
     assert "output PNG missing or its SHA-256 is not the record's" in text
     assert "'lpips_alex@nowhere' is not known" in text and "table_scale: 7.0" in text
-    assert "run.shard-1-of-2.json: missing" in text and "unet_sha256: not a SHA-256 hex digest" in text
+    assert "run.shard-1-of-2.json: missing" in text
     proc = cli("validate", str(sub))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 

@@ -74,20 +74,17 @@ def _is_random(identity: Any) -> bool:
     return "random" in str(identity or "")
 
 
-def _weights(run: Mapping[str, Any], model: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Weight hashes of the variant's model, wherever the run recorded them: the model description in the
-    records, or a `weights` map in run.json keyed by model identity (the weights lock); None if absent."""
-    if not model:
-        return None
-    for key in ("weights", "weight_hashes", "sha256"):
-        if model.get(key):
-            return model[key] if isinstance(model[key], dict) else {"sha256": model[key]}
+def _weights(run: Mapping[str, Any], method: str) -> dict[str, Any] | None:
+    """The weight files and SHA-256s of the variant's model, from run.json `weights` (the weights lock's run
+    record, keyed by config setting: `method.<name>.model` for a method with its own model, else `model`);
+    None when the run recorded none (random weights, or a run written before the weights lock)."""
     table = run.get("weights")
-    if isinstance(table, Mapping):
-        entry = table.get(model.get("identity") or model.get("model") or "")
-        if entry:
-            return dict(entry) if isinstance(entry, Mapping) else {"sha256": entry}
-    return None
+    if not isinstance(table, Mapping):
+        return None
+    record = table.get(f"method.{method}.model") or table.get("model")
+    if not isinstance(record, Mapping) or not record.get("files"):
+        return None
+    return {k: record[k] for k in ("setting", "source", "revision", "variant", "files") if record.get(k) is not None}
 
 
 def default_config(method: str) -> dict[str, Any] | None:
@@ -104,7 +101,7 @@ def _variant(store: MethodStore, description: Mapping[str, Any], run: Mapping[st
     """One variant's provenance, from its method.json and its records."""
     method = description.get("method", store.method_key.rsplit("-", 1)[0])
     config = json.loads(json.dumps(description.get("config") or {}, sort_keys=True, default=str))
-    seeds, versions, outputs, record_model = set(), None, [], None
+    seeds, versions, outputs = set(), None, []
     for path in sorted(store.dir.rglob("*.json")):
         if path.name == "method.json" or path.name.endswith(".scores.json") or "_sets" in path.parts:
             continue
@@ -114,14 +111,11 @@ def _variant(store: MethodStore, description: Mapping[str, Any], run: Mapping[st
         if record.get("seed") is not None:
             seeds.add(int(record["seed"]))
         versions = versions or record.get("versions")
-        record_model = record_model or record.get("model")
         if record.get("status") == "ok":
             outputs.append([record["sample_id"], (record.get("output") or {}).get("sha256")])
     model = dict(description.get("model") or {}) or None
-    if model is not None and record_model:
-        model.update({k: v for k, v in record_model.items() if k not in ("model", "device")})
     if model is not None:
-        model["weights"] = _weights(run, model)
+        model["weights"] = _weights(run, method)
     defaults = default_config(method)
     return {"dataset": store.dataset, "method": method, "method_key": store.method_key, "config": config,
             "reproduces_release": None if defaults is None else config == defaults,

@@ -13,21 +13,19 @@ Checks, each problem naming the file and the field:
 - the run files it lists exist and hold the config it hashed (config_sha256) and the commit it names;
 - every metric id is known to this checkout's metric registry, with the same version, protocol, direction
   and table scale (a number under another protocol must not land in a column of this one);
-- every cell's variant is described, and weight hashes look like SHA-256 digests;
+- every cell's variant is described (the schema already checks that weight hashes are SHA-256 digests);
 - with store/: every variant folder exists, every ok record's PNG has the SHA-256 the record names, and the
   variant's outputs digest matches the results file (the numbers were computed on these outputs).
 """
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from harness.report.results import RESULTS_FILE, ResultsError, protocol_of, read_results
 from harness.store import MethodStore, stable_hash
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _read_json(path: Path) -> Any:
@@ -74,22 +72,6 @@ def _metric_problems(where: str, cells: list[dict[str, Any]]) -> Iterator[str]:
                 yield f"{at}.{key}: {cell.get(key)!r}, the registry says {value!r}"
 
 
-def _weight_problems(where: str, variants: Mapping[str, Any]) -> Iterator[str]:
-    for name, variant in variants.items():
-        weights = (variant.get("model") or {}).get("weights") or {}
-        for key, value in _flatten(weights):
-            if "sha256" in key and not (isinstance(value, str) and HEX64.match(value)):
-                yield f"{where}: variants[{name}].model.weights.{key}: not a SHA-256 hex digest ({value!r})"
-
-
-def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    else:
-        yield prefix, obj
-
-
 def _store_problems(root: Path, variants: Mapping[str, Any]) -> Iterator[str]:
     for name, variant in variants.items():
         store = MethodStore(root, variant["dataset"], variant["method_key"])
@@ -133,7 +115,6 @@ def validate_submission(root: str | Path) -> tuple[list[str], list[str]]:
             problems.append(f"{where}: cells[{i}]: variant {cell['dataset']}/{cell['method_key']} is not in variants")
     problems += _metric_problems(where, doc["cells"])
     checked.append(f"{len(doc['cells'])} cells, metric ids: " + ", ".join(sorted({c['metric'] for c in doc['cells']})))
-    problems += _weight_problems(where, doc["variants"])
     if (root / "store").is_dir():
         problems += _store_problems(root, doc["variants"])
         checked.append(f"store/: outputs of {len(doc['variants'])} variant(s) against their records and results.json")
