@@ -212,7 +212,7 @@ def _run_section(out_dir: Path, runs: list[tuple[str, dict[str, Any]]], variants
         "run_files": [{"file": name, "status": r.get("status"), "started_at": r.get("started_at"),
                        "finished_at": r.get("finished_at"), "config_sha256": stable_hash(r.get("config") or {}, 64)}
                       for name, r in runs],
-        "shards": (config.get("shard") or {}).get("count", 1) if len(runs) == 1 else len(runs) - 1,
+        "shards": max(1, sum(name.startswith("run.shard-") for name, _ in runs)),
         # the run page the report stage writes right after this file (reporting.html); the site links it if present
         "gallery": "report.html",
         "bootstrap": {"resamples": resamples, "level": LEVEL, "method": "percentile", "seed": seed},
