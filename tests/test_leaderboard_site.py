@@ -197,6 +197,10 @@ def test_smoke_results_are_refused_unless_asked(runs, tmp_path):
         load_sources([runs["a"]])
     proc = cli("leaderboard", str(runs["a"]), "--out", str(tmp_path / "site"))
     assert proc.returncode == 2 and "--allow-smoke" in proc.stderr and not (tmp_path / "site").exists()
+    (tmp_path / "broken.yaml").write_text("title: x\n")
+    proc = cli("leaderboard", str(runs["a"]), "--out", str(tmp_path / "site"), "--allow-smoke", "--specs",
+               str(tmp_path / "broken.yaml"))
+    assert proc.returncode == 2 and "broken.yaml: missing field 'metrics'" in proc.stderr
 
 
 def test_published_values_sit_beside_the_matching_row(runs, tmp_path):

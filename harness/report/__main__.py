@@ -90,6 +90,7 @@ def leaderboard_command(argv: list[str]) -> int:
     from harness.report.merge import MergeError, load_sources, load_specs, merge
     from harness.report.results import ResultsError
     from harness.report.site import write_site
+    from harness.report.spec import SpecError
 
     parser = argparse.ArgumentParser(prog="python -m harness.report leaderboard",
                                      description="Merge results files of many runs into one static leaderboard site.")
@@ -105,7 +106,7 @@ def leaderboard_command(argv: list[str]) -> int:
         sources = load_sources(args.results, allow_smoke=args.allow_smoke)
         board = merge(sources, load_specs(specs))
         index = write_site(board, sources, args.out, args.title)
-    except (MergeError, ResultsError, FileNotFoundError) as exc:
+    except (MergeError, ResultsError, SpecError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = sum(len(t["rows"]) for t in board.tables)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness.report.collect import Variant
 from harness.report.results import default_config, read_results
-from harness.report.spec import ReportSpec, SpecError, load_spec
+from harness.report.spec import ReportSpec, load_spec
 from harness.report.table import AmbiguousRowError, match_variant
 from harness.store import stable_hash
 
@@ -235,11 +235,5 @@ def _attach_published(board: Board, spec: ReportSpec) -> None:
 
 
 def load_specs(paths: Iterable[Path]) -> list[ReportSpec]:
-    """Every report spec among `paths` that parses; a broken one is skipped with a warning naming it."""
-    specs = []
-    for path in paths:
-        try:
-            specs.append(load_spec(path))
-        except SpecError as exc:
-            log.warning("%s", exc)
-    return specs
+    """The report specs whose published values the site shows (a broken one is an error naming it)."""
+    return [load_spec(path) for path in paths]
