@@ -528,8 +528,9 @@ def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[
 
 def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str], *,
                  resamples: int = 2000, ci_seed: int = 0) -> tuple[pd.DataFrame, Path]:
-    """Write scores.csv, leaderboard.csv/.md (means, n, failed) and leaderboard_ci.csv (bootstrap intervals,
-    also appended to leaderboard.md)."""
+    """Write scores.csv, leaderboard.csv/.md (means, n, failed), leaderboard_ci.csv (bootstrap intervals,
+    also appended to leaderboard.md) and results.json (harness/report/results.py)."""
+    from harness.report.results import write_results
     from harness.stats import score_stats
 
     atomic_write_bytes(out_dir / "scores.csv", scores.drop(columns=["method_key"]).to_csv(index=False).encode())
@@ -552,6 +553,7 @@ def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], rea
                   markdown_table(interval_table(stats, metric_ids)), ""]
     path = out_dir / "leaderboard.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
+    write_results(out_dir, resamples=resamples, seed=ci_seed)  # results.json, for leaderboards across runs
     return board, path
 
 

@@ -5,4 +5,7 @@
 - `collect`: the store (records + cached scores, all shards) read back into score rows.
 - `plots`, `gallery`, `run_page`: the per-run HTML page (leaderboard, ablation plots, time-versus-quality
   scatter, gallery) written by the report stage.
+- `results`: the run's `results.json` (cells with provenance, schema `results.schema.json`), written by the
+  report stage; `merge` and `site`: many runs' results as one static leaderboard site; `validate`: checks a
+  submission folder. `python -m harness.report results|leaderboard|validate`.
 """
