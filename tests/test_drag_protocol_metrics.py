@@ -253,3 +253,15 @@ def test_metrics_cli_scores_every_new_id(tmp_path, capsys):
     assert "psnr_gt@vfd needs --ground-truth G.png" in capsys.readouterr().err
     assert main(["compute", "md_dift_masked@draglora", *common]) == 2
     assert "needs --mask M.png" in capsys.readouterr().err
+
+
+def test_inpaint4drag_spec_holds_the_published_rows():
+    from harness.paths import PROJECT_ROOT
+    from harness.report.spec import load_spec
+
+    spec = load_spec(PROJECT_ROOT / "reports" / "inpaint4drag_table.yaml")
+    published = {r.label: r.published for r in spec.rows}
+    md = published["Inpaint4Drag"]["dragbench_sr"]["md_dift@inpaint4drag"]
+    assert md.value == 3.6 and md.unverified
+    assert published["DragDiffusion"]["dragbench_dr"]["lpips_alex@regiondrag"].value == 10.2
+    assert {m.id for m in spec.metrics} <= set(METRICS.names())
