@@ -93,3 +93,29 @@ def test_symlinked_ground_truth_outside_root_is_refused(tmp_path: Path, monkeypa
         monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="outside the dataset root"):
         open_vfd("root" if relative else root).load("vfd_bench/all/a")
+
+
+@pytest.mark.integration
+def test_harness_run_on_vfd_bench_scores_the_ground_truth_metrics(tmp_path: Path):
+    """`python -m harness dataset=vfd_bench dataset.root=<abs>` with the fast methods on one sample and the
+    ground-truth metrics (the DIFT metrics of `metric_set=vfd` are left to the by-hand run: minutes on CPU):
+    no failure, every metric scored, and identity's PSNR against the truth equals the source's."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from harness.cli import run
+    from harness.config import compose
+    from harness.metrics.ground_truth import psnr_uint8
+
+    root = shared_path("data", "vfd-bench")
+    metrics = "[psnr_gt@vfd,lpips_alex_gt@vfd,if_gt@vfd,clip_gt@vfd,lpips_alex@dragdiffusion,time]"
+    cfg = compose(["dataset=vfd_bench", f"dataset.root={root}", "+dataset.limit=1", f"metrics={metrics}",
+                   "method=[identity,copy_paste]", "reporting.html=false", "reporting.bootstrap=50"])
+    cfg["out_dir"] = str(tmp_path)
+    run(OmegaConf.create(cfg))
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert set(scores["status"]) == {"ok"}
+    assert {"psnr_gt@vfd", "lpips_alex_gt@vfd", "if_gt@vfd", "clip_gt@vfd", "lpips_alex@dragdiffusion"} <= set(scores["metric"])
+    sample = open_vfd(root).load(scores["sample_id"].iloc[0])
+    identity = scores[(scores["method"] == "identity") & (scores["metric"] == "psnr_gt@vfd")]["value"].iloc[0]
+    assert identity == pytest.approx(psnr_uint8(sample.ground_truth, sample.image))
