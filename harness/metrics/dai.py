@@ -33,8 +33,11 @@ BORDERS = ("as_released", "clamp")
 
 
 def to_tensor_hwc(image: np.ndarray) -> np.ndarray:
-    """uint8 H×W×C → float32 in [0, 1], as `ToTensor()(image).permute(1, 2, 0).numpy()`."""
-    return image.astype(np.float32) / np.float32(255)
+    """uint8 H×W×C → float32 in [0, 1], as `ToTensor()(image).permute(1, 2, 0).numpy()`: a channel-first
+    buffer viewed as H×W×C, because numpy sums a window in memory order and the released numbers carry
+    that float32 rounding."""
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
+    return chw.transpose(1, 2, 0)
 
 
 def window(image: np.ndarray, center: tuple[int, int], radius: int, border: str) -> np.ndarray:
