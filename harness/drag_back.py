@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from harness import determinism
-from harness.data.base import Dataset, DatasetLoader, SampleInfo
+from harness.data.base import DataError, Dataset, DatasetLoader, SampleInfo
 from harness.pipeline import (ConfigError, MethodPlan, edit_and_score, markdown_table, now, plan_methods, plan_metrics,
                               report_stage, score_settings, smoke_reasons, write_run_json)
 from harness.stats import RESAMPLES, cell_seed, mean_ci
@@ -69,7 +69,7 @@ class DragBackLoader(DatasetLoader):
         record = self.store.trusted_record(sample_id)
         data = None if record is None else self.store.verified_png(sample_id, record)
         if data is None:
-            raise ValueError(f"{self.store.image_path(sample_id)}: the forward output is missing or does not match its record")
+            raise DataError(f"{self.store.image_path(sample_id)}: the forward output is missing or does not match its record")
         return swapped(self.forward.load(sample_id), decode_png(data))
 
     def inspect(self, sample_id: str) -> SampleInfo:
