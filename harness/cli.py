@@ -46,6 +46,10 @@ def run(cfg: Any) -> dict[str, Any]:
         from harness.ablation import run_ablation
 
         return run_ablation(container, out_dir, stages, run_name)
+    if container.get("drag_back"):
+        from harness.drag_back import run_drag_back
+
+        return run_drag_back(container, out_dir, stages, run_name)
     dataset = open_dataset(container["dataset"], container.get("shard"))
     # Plan everything before any work: unknown names and incompatible pairings fail here.
     plans = plan_methods(container.get("method") or {}, container["model"], dataset,

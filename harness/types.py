@@ -48,7 +48,9 @@ class DragSample:
     `handles`/`targets` are the sparse user points (N, 2) in (x, y) pixels; they are what point metrics
     score against. `dense_handles`/`dense_targets` are the dense pairs implied by regions (RegionDrag's
     input); methods that need dense pairs use `edit_handles`/`edit_targets`, which fall back to the
-    sparse points.
+    sparse points. `ground_truth` is the image the drag should produce, where a benchmark has one
+    (VFD-Bench's later video frame; the original image in a drag-back leg): metrics `*_gt@…` score
+    against it, and methods never see it.
     """
 
     sample_id: str
@@ -64,9 +66,13 @@ class DragSample:
     category: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     family: Family = "drag"
+    ground_truth: np.ndarray | None = None  # uint8 H×W×3, the source's size
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_array(self.image, np.uint8))
+        object.__setattr__(self, "ground_truth", _frozen_array(self.ground_truth, np.uint8))
+        if self.ground_truth is not None and self.ground_truth.shape != self.image.shape:
+            raise ValueError(f"{self.sample_id}: ground truth {self.ground_truth.shape} and image {self.image.shape} differ")
         object.__setattr__(self, "handles", _frozen_array(np.reshape(self.handles, (-1, 2)), np.float64))
         object.__setattr__(self, "targets", _frozen_array(np.reshape(self.targets, (-1, 2)), np.float64))
         object.__setattr__(self, "mask", _frozen_array(self.mask, bool))

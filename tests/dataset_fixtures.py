@@ -126,6 +126,26 @@ def write_drag100_sample(folder: Path, size: tuple[int, int] = (64, 80), points:
     return folder
 
 
+# --- VFD-Bench (FlowDrag) ---------------------------------------------------------------------------
+
+def write_vfd_sample(folder: Path, size: tuple[int, int] = (64, 48), truth: bool = True,
+                     points: list | None = None) -> Path:
+    """One VFD-Bench sample (protocols_2025.md §6.5): input/gt RGB PNGs, an L {0, 255} mask, the user's
+    and FlowDrag's interleaved points, the caption, and the ignored extras (overlap.png, a JPEG)."""
+    w, h = size
+    write_image(folder / "input.png", gradient_image(w, h))
+    if truth:
+        write_image(folder / "gt.png", gradient_image(w, h, 3))
+    write_image(folder / "overlap.png", gradient_image(w, h, 4))
+    write_image(folder / "vis_points.jpg", gradient_image(w, h, 5), quality=90)
+    write_image(folder / "mask.png", box_mask(w, h, (8, 8, 40, 40), 255))
+    user = points or [[12, 12], [20, 16]]
+    write_json(folder / "points.json", {"points": user})
+    write_json(folder / "points_flowdrag.json", {"points": user + [[30, 30], [34, 33], [10, 20], [14, 22]]})
+    (folder / "prompt.json").write_text('{\n  "prompt": "a deer standing in a field"\n}')
+    return folder
+
+
 # --- PIE-Bench --------------------------------------------------------------------------------------
 
 def encode_rle(mask: np.ndarray) -> list[int]:

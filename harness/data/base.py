@@ -38,12 +38,14 @@ class SampleInfo:
     size: tuple[int, int]  # (width, height) of the source image
     pairs: int | None = None  # sparse handle→target pairs (drag samples)
     dense_pairs: int | None = None  # dense pairs from regions (drag samples with regions)
+    ground_truth: bool = False  # the sample carries a ground-truth result image (VFD-Bench)
 
     @classmethod
     def of(cls, sample: Sample) -> "SampleInfo":
         if isinstance(sample, DragSample):
             dense = None if sample.dense_handles is None else len(sample.dense_handles)
-            return cls(sample.sample_id, sample.category, sample.size, len(sample.handles), dense)
+            return cls(sample.sample_id, sample.category, sample.size, len(sample.handles), dense,
+                       sample.ground_truth is not None)
         return cls(sample.sample_id, sample.category, sample.size)
 
 

@@ -38,5 +38,9 @@ def describe(dataset: Dataset, verify: bool = False) -> tuple[dict[str, Any], li
         dense = [i.dense_pairs for i in infos if i.dense_pairs is not None]
         if dense:
             stats["dense_pairs"] = sum(dense)
+        with_gt = sum(i.ground_truth for i in infos)
+        if with_gt:  # only formats that ship a ground truth (VFD-Bench) print it
+            stats["with_ground_truth"] = with_gt
+            stats["ground_truth_share"] = round(with_gt / len(infos), 4)
     stats["verified_pixels"] = verify
     return stats, errors

@@ -38,6 +38,7 @@ class DragAnnotation:
     dense_targets: np.ndarray | None = None
     edit_mask: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ground_truth: Path | None = None  # header-checked against `size` by the loader's `parse`
 
 
 class DragFolderLoader(DatasetLoader):
@@ -111,17 +112,21 @@ class DragFolderLoader(DatasetLoader):
     def inspect(self, sample_id: str) -> SampleInfo:
         ann = self._annotate(sample_id)
         dense = None if ann.dense_handles is None else len(ann.dense_handles)
-        return SampleInfo(sample_id, self.split_id(sample_id)[0], ann.size, len(ann.handles), dense)
+        return SampleInfo(sample_id, self.split_id(sample_id)[0], ann.size, len(ann.handles), dense,
+                          ann.ground_truth is not None)
 
     def load_sample(self, sample_id: str) -> DragSample:
         ann = self._annotate(sample_id)
         image = read_image(ann.image, ann.image.name)
         if (image.shape[1], image.shape[0]) != ann.size:  # pragma: no cover - PIL reports the decoded size
             raise DataError(f"{ann.image}: decoded size {image.shape[1]}x{image.shape[0]} differs from the header")
+        truth = None if ann.ground_truth is None else read_image(ann.ground_truth, ann.ground_truth.name)
+        if truth is not None and truth.shape != image.shape:  # pragma: no cover - PIL reports the decoded size
+            raise DataError(f"{ann.ground_truth}: decoded size {truth.shape[1]}x{truth.shape[0]} differs from the header")
         return DragSample(sample_id=sample_id, image=image, prompt=ann.prompt, handles=ann.handles,
                           targets=ann.targets, mask=ann.mask, dense_handles=ann.dense_handles,
                           dense_targets=ann.dense_targets, edit_mask=ann.edit_mask,
-                          category=self.split_id(sample_id)[0], meta=ann.meta)
+                          category=self.split_id(sample_id)[0], meta=ann.meta, ground_truth=truth)
 
     def fingerprint(self, sample_id: str) -> str:
         folder = self.folder(sample_id)

@@ -11,7 +11,8 @@ The sample is built for the metric's family. Drag metrics: `--points` is a JSON 
 
 `--mask` is a PNG (nonzero = the edited region, used as is) or a PIE-Bench RLE as JSON (the list, or a
 `mapping_file.json` entry with a `mask` field; decoded on 512×512 with the border forced to 1, as the
-dataset loader does); `prompt` is the source prompt, `target_prompt` the editing prompt (`[ ]` markers are
+dataset loader does); `--ground-truth G.png` is the image the `*_gt@…` metrics score against (VFD-Bench's
+`gt.png`, or the original image for a drag-back round trip); `prompt` is the source prompt, `target_prompt` the editing prompt (`[ ]` markers are
 removed before encoding). A metric that reads a field names the missing flag. Other `key=value` pairs:
 `features=standard|smoke|random_sd21` (default `standard`: the published networks), any field of that
 features config (`lpips_backbone=...`, `clip_vitl14=...`, `dino_vitb8=...`, `seed=42`, ...),
@@ -91,22 +92,25 @@ def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-FLAGS = {"mask": "--mask M.png", "prompt": "prompt=...", "target_prompt": "target_prompt=..."}
+FLAGS = {"mask": "--mask M.png", "prompt": "prompt=...", "target_prompt": "target_prompt=...",
+         "ground_truth": "--ground-truth G.png"}
 
 
 def build_sample(metric_cls, source: np.ndarray, handles: np.ndarray, targets: np.ndarray, mask: np.ndarray | None,
-                 prompts: dict[str, str]):
+                 prompts: dict[str, str], ground_truth: np.ndarray | None = None):
     """The sample type of the metric's family, after checking the fields the metric reads are given."""
     from harness.types import DragSample, PromptEditSample
 
-    given = {"mask": mask is not None, **{k: k in prompts for k in ("prompt", "target_prompt")}}
+    given = {"mask": mask is not None, "ground_truth": ground_truth is not None,
+             **{k: k in prompts for k in ("prompt", "target_prompt")}}
     missing = [FLAGS[name] for name in metric_cls.inputs if not given[name]]
     if missing:
         raise ValueError(f"{metric_cls.id} needs {' and '.join(missing)}")
     if "drag" in metric_cls.families:
         h, w = source.shape[:2]
         return DragSample(sample_id="cli/pair/0", image=source, prompt=prompts.get("prompt", ""), handles=handles,
-                          targets=targets, mask=np.ones((h, w), bool) if mask is None else mask)
+                          targets=targets, mask=np.ones((h, w), bool) if mask is None else mask,
+                          ground_truth=ground_truth)
     if "prompt" in metric_cls.families:
         return PromptEditSample(sample_id="cli/pair/0", image=source, source_prompt=prompts.get("prompt", ""),
                                 target_prompt=prompts.get("target_prompt", ""), mask=mask)
@@ -115,7 +119,8 @@ def build_sample(metric_cls, source: np.ndarray, handles: np.ndarray, targets: n
 
 
 def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.ndarray, targets: np.ndarray,
-            options: dict[str, str], mask_path: str | None = None) -> dict[str, Any]:
+            options: dict[str, str], mask_path: str | None = None,
+            ground_truth: np.ndarray | None = None) -> dict[str, Any]:
     from harness.config import compose
     from harness.metrics.base import MetricContext
     from harness.registry import METRICS
@@ -132,7 +137,10 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
         raise SystemExit(f"error: unknown option(s) {sorted(options)}; valid: prompt, target_prompt, features, "
                          f"dift_model, device, or a field of the features config ({', '.join(sorted(features))})")
     mask = read_mask(mask_path, source.shape[:2]) if mask_path else None
-    sample = build_sample(cls, source, handles, targets, mask, prompts)
+    if ground_truth is not None and ground_truth.shape != source.shape:
+        raise ValueError(f"--ground-truth is {ground_truth.shape[1]}x{ground_truth.shape[0]}, the source image "
+                         f"{source.shape[1]}x{source.shape[0]}")
+    sample = build_sample(cls, source, handles, targets, mask, prompts, ground_truth)
     metric = cls(MetricContext(features, device=device))
     value = metric.compute(sample, edited, {})
     return {"metric": metric_id, "value": value.value, "weight": value.weight, "settings": metric.settings()}
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edited", required=True)
     p.add_argument("--points", default=None)
     p.add_argument("--mask", default=None, help="edit mask: PNG (nonzero = edited) or PIE-Bench RLE JSON")
+    p.add_argument("--ground-truth", default=None, help="ground-truth image of the *_gt@ metrics (VFD-Bench's gt.png)")
     p.add_argument("options", nargs="*", help="key=value")
     args, extra = parser.parse_known_args(argv)
     from harness.registry import METRICS, UnknownNameError
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
             handles, targets = parse_points(args.points)
-            result = compute(args.metric, source, edited, handles, targets, options, args.mask)
+            truth = _read_image(args.ground_truth, "ground-truth") if args.ground_truth else None
+            result = compute(args.metric, source, edited, handles, targets, options, args.mask, truth)
     except (UnknownNameError, OSError, ValueError, RuntimeError) as exc:  # missing weights or files, bad inputs
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,12 +10,21 @@ float16 with the latent mode, features nearest-upsampled to H×W, argmax restric
 discs around handle and target (radius max(‖h − t‖/√2, 5)), distances divided by W and H per axis, mean
 over points then over images; tables ×100.
 
+`md_dift_masked@draglora` (DragLoRA's m-MD, protocols_2025.md §6.2): the `@dragdiffusion` features and
+distances, with the argmax restricted to the pixels of the editable mask (`mask == 1` in DragBench's
+`meta_data.pkl`; the sample's scoring `mask`), candidates in raster order. Pooled like MD.
+
+`md_dift@inpaint4drag` (Inpaint4Drag `utils/evaluator.py`, §6.1b): RegionDrag's evaluator exactly, except
+that `evaluation.py` passes no prompt, so the DIFT pass is conditioned on the empty prompt.
+
 Seed policy: a generator seeded with `features.seed` (42) per sample; the source image is featurised
-first and the edited image continues the same stream, as in the references.
+first and the edited image continues the same stream, as in the references. (The references seed once
+per result folder (DragDiffusion, DragLoRA) or not at all (RegionDrag, Inpaint4Drag), so no seed
+reproduces their per-image noise.)
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import cv2
 import numpy as np
@@ -29,12 +38,17 @@ from harness.registry import METRICS
 from harness.types import DragSample
 
 
-def argmax_match_pixels(src_feat: torch.Tensor, trg_feat: torch.Tensor, handles_rc: torch.Tensor) -> torch.Tensor:
-    """(row, col) of the best cosine match in `trg_feat` for each handle's `src_feat` vector (whole image)."""
+def argmax_match_pixels(src_feat: torch.Tensor, trg_feat: torch.Tensor, handles_rc: torch.Tensor,
+                        allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """(row, col) of the best cosine match in `trg_feat` for each handle's `src_feat` vector: over the whole
+    image, or over the pixels where the H×W bool `allowed` is True (the first maximum in raster order)."""
     c, h, w = trg_feat.shape[1:]
     queries = F.normalize(src_feat[0, :, handles_rc[:, 0], handles_rc[:, 1]].float(), dim=0, eps=1e-8)  # C×N
     keys = F.normalize(trg_feat[0].float().reshape(c, -1), dim=0, eps=1e-8)
-    best = (queries.t() @ keys).argmax(dim=1)
+    sim = queries.t() @ keys
+    if allowed is not None:
+        sim = torch.where(allowed.reshape(1, -1), sim, torch.full_like(sim, -torch.inf))
+    best = sim.argmax(dim=1)
     return torch.stack([best // w, best % w], dim=1)
 
 
@@ -105,6 +119,10 @@ class MdDiftDragDiffusion(_MdDift):
     id = "md_dift@dragdiffusion"
     aggregation = "weighted_mean"
 
+    def search_region(self, sample: DragSample, device: torch.device) -> torch.Tensor | None:
+        """Where the argmax may land: the whole image (None)."""
+        return None
+
     def compute(self, sample: DragSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         dift = self.featurizer()
         m = dift.models
@@ -115,9 +133,22 @@ class MdDiftDragDiffusion(_MdDift):
         feats = feats[:1], feats[1:]
         handles = torch.from_numpy(sample.handles.astype(np.int64)[:, ::-1].copy()).to(m.device)  # (row, col)
         targets = torch.from_numpy(sample.targets.astype(np.int64)[:, ::-1].copy()).to(m.device)
-        matched = argmax_match_pixels(feats[0], feats[1], handles)
+        matched = argmax_match_pixels(feats[0], feats[1], handles, self.search_region(sample, m.device))
         dist = (targets - matched).float().norm(dim=1)
         return MetricValue(float(dist.mean()), weight=float(len(dist)), info={"distances": dist.tolist()})
+
+
+@METRICS.register("md_dift_masked@draglora")
+class MdDiftMaskedDragLoRA(MdDiftDragDiffusion):
+    id = "md_dift_masked@draglora"
+    inputs = ("mask",)
+
+    def search_region(self, sample: DragSample, device: torch.device) -> torch.Tensor | None:
+        """DragLoRA's `candidate_coords[mask_flat == 1]`: the editable mask (never empty: loaders refuse that)."""
+        return torch.from_numpy(np.ascontiguousarray(sample.mask)).to(device)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "search": "argmax restricted to the editable mask (m-MD)"}
 
 
 @METRICS.register("md_dift@regiondrag")
@@ -128,22 +159,45 @@ class MdDiftRegionDrag(_MdDift):
     table_scale = 100.0
     resolution = 768
 
+    def prompt(self, sample: DragSample) -> str:
+        return sample.prompt
+
     def compute(self, sample: DragSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         dift = self.featurizer()
         m = dift.models
-        h, w = sample.image.shape[:2]
-        src_kps = torch.from_numpy(sample.handles.astype(np.int64)).to(m.device)
-        trg_kps = torch.from_numpy(sample.targets.astype(np.int64)).to(m.device)
-        if edited.shape != sample.image.shape:
-            eh, ew = edited.shape[:2]
-            edited = cv2.resize(edited, (w, h))
-            trg_kps = (trg_kps * torch.tensor([w, h], device=m.device) / torch.tensor([ew, eh], device=m.device)).long()
-        pair = torch.cat([to_unit_range(image, m.device, m.dtype) for image in (sample.image, edited)])
-        low = dift(F.interpolate(pair, size=(self.resolution, self.resolution)), sample.prompt, "mode", self.generator())
-        mask = disc_union_mask(src_kps, trg_kps, (h, w))
-        pred = nearest_upsampled_match_xy(low[:1], low[1:], (h, w), src_kps, mask)
-        d = trg_kps.float() - pred
-        d[:, 0] /= w
-        d[:, 1] /= h
-        dist = d.norm(dim=-1)
-        return MetricValue(float(dist.mean()), info={"distances": dist.tolist()})
+        return regiondrag_distance(sample, edited, m.device, m.dtype, self.resolution,
+                                   lambda pair: dift(pair, self.prompt(sample), "mode", self.generator()))
+
+
+def regiondrag_distance(sample: DragSample, edited: np.ndarray, device: torch.device, dtype: torch.dtype,
+                        resolution: int, featurize: Callable[[torch.Tensor], torch.Tensor]) -> MetricValue:
+    """RegionDrag's `DragEvaluator.compute_distance` around a feature network: `featurize` maps the (2, 3, S, S)
+    [−1, 1] source/edit pair, nearest-resized to `resolution`², to (2, C, h, w) feature maps (DIFT or DINOv2)."""
+    h, w = sample.image.shape[:2]
+    src_kps = torch.from_numpy(sample.handles.astype(np.int64)).to(device)
+    trg_kps = torch.from_numpy(sample.targets.astype(np.int64)).to(device)
+    if edited.shape != sample.image.shape:
+        eh, ew = edited.shape[:2]
+        edited = cv2.resize(edited, (w, h))
+        trg_kps = (trg_kps * torch.tensor([w, h], device=device) / torch.tensor([ew, eh], device=device)).long()
+    pair = torch.cat([to_unit_range(image, device, dtype) for image in (sample.image, edited)])
+    low = featurize(F.interpolate(pair, size=(resolution, resolution)))
+    mask = disc_union_mask(src_kps, trg_kps, (h, w))
+    pred = nearest_upsampled_match_xy(low[:1], low[1:], (h, w), src_kps, mask)
+    d = trg_kps.float() - pred
+    d[:, 0] /= w
+    d[:, 1] /= h
+    dist = d.norm(dim=-1)
+    return MetricValue(float(dist.mean()), info={"distances": dist.tolist()})
+
+
+@METRICS.register("md_dift@inpaint4drag")
+class MdDiftInpaint4Drag(MdDiftRegionDrag):
+    id = "md_dift@inpaint4drag"
+
+    def prompt(self, sample: DragSample) -> str:
+        """Inpaint4Drag's `evaluation.py` calls `compute_distance` without a prompt: DIFT sees ""."""
+        return ""
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "prompt": "empty (Inpaint4Drag evaluation.py passes none)"}
