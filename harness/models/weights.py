@@ -35,13 +35,16 @@ LOCK_VERSION = 1
 MODES = ("strict", "warn", "off")
 RANDOM_SPECS = ("random", "random_tiny")
 # string settings that name a network, and the kind of checkpoint each is (method settings: per method)
-FEATURE_NETWORKS = {"clip_vit_b32": "transformers", "clip_vitl14": "transformers", "dino_vitb8": "transformers"}
+FEATURE_NETWORKS = {"clip_vit_b32": "transformers", "clip_vitl14": "transformers", "dino_vitb8": "transformers",
+                    "dinov2_base": "transformers"}
 METHOD_NETWORKS = {"vae": "diffusers_model", "style_image_encoder": "transformers", "captioner": "transformers"}
 # which metric ids load each feature network (fnmatch patterns), so a lock and a score row cover only the
 # networks a run's metrics read (features=standard names them all). A metric that loads a feature network
 # adds its id here.
-FEATURE_USERS = {"dift_model": ("md_dift@*",), "clip_vit_b32": ("clip_region@pbe", "qs@pbe", "fid@pbe"),
-                 "clip_vitl14": ("pie_clip_*",), "dino_vitb8": ("pie_structure_distance",)}
+FEATURE_USERS = {"dift_model": ("md_dift@*", "md_dift_*@*"),
+                 "clip_vit_b32": ("clip_region@pbe", "qs@pbe", "fid@pbe", "clip_gt@*"),
+                 "clip_vitl14": ("pie_clip_*",), "dino_vitb8": ("pie_structure_distance",),
+                 "dinov2_base": ("md_dino@*",)}
 
 
 def feature_used(name: str, metric_ids: Iterable[str] | None) -> bool:
