@@ -563,10 +563,17 @@ def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extr
     """The run record; sharded jobs pass `scaleout.run_file_name` so shards never overwrite each other."""
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
                "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "key": dataset.key, "root": dataset.loader.root,
+                                                    "root_path": _root_path(dataset),
                                                     "samples": {i: _fingerprint(dataset, i) for i in dataset.sample_ids()},
                                                     "refused_ids": dataset.refused_ids},
                **extra}
     atomic_write_json(out_dir / name, payload)
+
+
+def _root_path(dataset: Dataset) -> str | None:
+    """The root as resolved when the run started: a relative `dataset.root` alone does not say which files ran."""
+    path = dataset.loader.root_path
+    return None if path is None else str(path)
 
 
 def _fingerprint(dataset: Dataset, sample_id: str) -> str:

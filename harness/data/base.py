@@ -63,6 +63,10 @@ class DatasetLoader:
             valid = ", ".join(sorted(self.option_defaults)) or "none"
             raise DataError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid options: {valid}")
         self.root = None if root in UNSET_ROOTS else str(root)
+        # Resolved once, here: every file path a loader builds starts from this absolute root, so a relative
+        # root (`../shared/data/dragbench-d`, `~/data`) means what it meant in the directory the run started
+        # in, and no path is ever joined onto a root it already contains (`resolve_inside`).
+        self.root_path = None if self.root is None else Path(self.root).expanduser().resolve()
         self.options = {**self.option_defaults, **options}
 
     @property
@@ -71,9 +75,10 @@ class DatasetLoader:
         if self.root is None:
             raise DataError(f"dataset {self.name!r}: no root given (set dataset.root=/path/to/{self.name}, "
                             "or --root with `python -m harness.data describe`)")
-        path = Path(self.root).expanduser()
-        if not path.is_dir():
-            raise DataError(f"dataset {self.name!r}: root {path} is not a directory")
+        path = self.root_path
+        if path is None or not path.is_dir():
+            raise DataError(f"dataset {self.name!r}: root {self.root} is not a directory"
+                            + (f" ({path})" if str(path) != self.root else ""))
         return path
 
     def list_ids(self) -> list[str]:  # pragma: no cover - interface

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask", default=None, help="edit mask: PNG (nonzero = edited) or PIE-Bench RLE JSON")
     p.add_argument("options", nargs="*", help="key=value")
     args, extra = parser.parse_known_args(argv)
+    for flag in ("source", "edited", "points", "mask"):  # `--source=~/x.png` reaches us unexpanded by the shell
+        if getattr(args, flag, None):
+            setattr(args, flag, os.path.expanduser(getattr(args, flag)))
     from harness.registry import METRICS, UnknownNameError
 
     if args.command == "list":
