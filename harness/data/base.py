@@ -48,6 +48,7 @@ class SampleInfo:
 
 
 UNSET_ROOTS = (None, "", "???")
+SHARED_OPTIONS = ("categories", "ids", "ids_file", "limit", "point_fraction", "point_seed")
 
 
 class DatasetLoader:
@@ -247,8 +248,8 @@ def open_dataset(cfg: Mapping[str, Any], shard: Mapping[str, Any] | None = None)
 
     cfg = dict(cfg)
     name = cfg.pop("name")
-    common = {k: cfg.pop(k) for k in ("categories", "ids", "ids_file", "limit", "point_fraction", "point_seed")
-              if k in cfg}
+    # The shared options (conf/dataset/_shared.yaml); null means "off", i.e. the `Dataset` default.
+    common = {k: v for k in SHARED_OPTIONS if (v := cfg.pop(k, None)) is not None}
     root = cfg.pop("root", None)
     loader = DATASETS.get(name)(root=root, **cfg)
     common["categories"] = list(common.get("categories") or [])
