@@ -81,14 +81,18 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
                               f"{dataset.name!r} holds {dataset.family} samples")
         params = dict(params or {})
         own_model = params.pop("model", None)
+        model = dict(own_model or model_cfg) if cls.needs_model else None
+        spec = (plan_model(own_model) if own_model else run_spec) if model is not None else None
         try:
+            if spec is not None:
+                params, note = cls.for_model(params, spec)
+                if note:
+                    print(f"[plan] {name}: {note}")
             method = cls.build(params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"method {name!r}: invalid config: {exc}") from exc
         description = method.describe()
-        model = dict(own_model or model_cfg) if cls.needs_model else None
         if model is not None:
-            spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.memory_format:
                 description["model"]["memory_format"] = spec.memory_format
