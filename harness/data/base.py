@@ -73,11 +73,11 @@ class DatasetLoader:
     @property
     def root_dir(self) -> Path:
         """The dataset root, checked to exist (file-backed loaders only)."""
-        if self.root is None:
+        path = self.root_path
+        if path is None:
             raise DataError(f"dataset {self.name!r}: no root given (set dataset.root=/path/to/{self.name}, "
                             "or --root with `python -m harness.data describe`)")
-        path = self.root_path
-        if path is None or not path.is_dir():
+        if not path.is_dir():
             raise DataError(f"dataset {self.name!r}: root {self.root} is not a directory"
                             + (f" ({path})" if str(path) != self.root else ""))
         return path
