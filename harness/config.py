@@ -20,9 +20,12 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def group_options(group: str) -> list[str]:
-    """The option names of config group `group` (the YAML files under `conf/<group>/`, `a/b` for subfolders)."""
+    """The option names of config group `group` (the YAML files under `conf/<group>/`, `a/b` for subfolders).
+
+    Files starting with `_` are parts other options include (`dataset/_shared.yaml`), not options."""
     root = CONF_DIR / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                  if not p.name.startswith("_"))
 
 
 def check_group_choices(args: Sequence[str]) -> None:

@@ -46,6 +46,13 @@ class EditMethod:
             raise ValueError(f"method {cls.name!r}: unknown config field(s) {unknown}; valid fields: {sorted(fields)}")
         return cls(cls.Config(**params))
 
+    @classmethod
+    def for_model(cls, params: Mapping[str, Any], model: Any) -> tuple[dict[str, Any], str | None]:
+        """The config this method runs with on `model` (a `ModelSpec`), resolved when the run is planned so
+        that it is part of the store key, and an optional line for the run output saying what changed. The
+        default changes nothing; the LoRA drag methods pick their LoRA profile here."""
+        return dict(params), None
+
     def setup(self, models: Any) -> None:
         self.models = models
 

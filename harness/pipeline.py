@@ -81,14 +81,18 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
                               f"{dataset.name!r} holds {dataset.family} samples")
         params = dict(params or {})
         own_model = params.pop("model", None)
+        model = dict(own_model or model_cfg) if cls.needs_model else None
+        spec = (plan_model(own_model) if own_model else run_spec) if model is not None else None
         try:
+            if spec is not None:
+                params, note = cls.for_model(params, spec)
+                if note:
+                    print(f"[plan] {name}: {note}")
             method = cls.build(params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"method {name!r}: invalid config: {exc}") from exc
         description = method.describe()
-        model = dict(own_model or model_cfg) if cls.needs_model else None
         if model is not None:
-            spec = plan_model(own_model) if own_model else run_spec
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.memory_format:
                 description["model"]["memory_format"] = spec.memory_format
@@ -565,10 +569,17 @@ def write_run_json(out_dir: Path, cfg: Mapping[str, Any], dataset: Dataset, extr
     """The run record; sharded jobs pass `scaleout.run_file_name` so shards never overwrite each other."""
     payload = {"config": cfg, "git": git_commit(), "versions": versions(), "device": device_info(),
                "seed": cfg.get("seed"), "dataset": {"name": dataset.name, "key": dataset.key, "root": dataset.loader.root,
+                                                    "root_path": _root_path(dataset),
                                                     "samples": {i: _fingerprint(dataset, i) for i in dataset.sample_ids()},
                                                     "refused_ids": dataset.refused_ids},
                **extra}
     atomic_write_json(out_dir / name, payload)
+
+
+def _root_path(dataset: Dataset) -> str | None:
+    """The root as resolved when the run started: a relative `dataset.root` alone does not say which files ran."""
+    path = dataset.loader.root_path
+    return None if path is None else str(path)
 
 
 def _fingerprint(dataset: Dataset, sample_id: str) -> str:

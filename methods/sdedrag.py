@@ -35,7 +35,7 @@ from PIL import Image
 
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode, encode, to_uint8
-from harness.diffusion.lora import LoraSpec, lora_for_image, use_lora
+from harness.diffusion.lora import LORA_PROFILES, LoraSpec, lora_for_image, resolve_lora_profile, use_lora
 from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
@@ -63,6 +63,7 @@ class SDEDragConfig:
     lora_seed: int = 0
     lora_cache: bool = True
     lora_scale_min: float = 0.5
+    lora_profile: str = "auto"  # auto (fast on the tiny random models) | published | fast (harness.diffusion.lora)
     resize_512: str = "as_released"
 
     def __post_init__(self) -> None:
@@ -75,6 +76,8 @@ class SDEDragConfig:
             raise ValueError(f"sdedrag: method.sdedrag.steps={self.steps} with t0={self.t0} gives int(t0 · steps) = "
                              f"{n} forward steps; need 2 <= int(t0 · steps) <= steps − 1, i.e. steps >= 3 and "
                              f"2/steps <= t0 < 1")
+        if self.lora_profile not in LORA_PROFILES:
+            raise ValueError(f"sdedrag: lora_profile must be one of {LORA_PROFILES}, got {self.lora_profile!r}")
         if self.guidance_scale < 1:
             raise ValueError(f"sdedrag: guidance_scale must be >= 1, got {self.guidance_scale}")
 
@@ -122,6 +125,11 @@ class SDEDrag(EditMethod):
     families = ("drag",)
     Config = SDEDragConfig
     runtime_fields = ("lora_cache",)
+    key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
+
+    @classmethod
+    def for_model(cls, params, model):
+        return resolve_lora_profile(cls.name, params, model)
 
     def setup(self, models) -> None:
         self.models = models

@@ -134,14 +134,18 @@ def test_gooddrag_uses_the_empty_prompt_and_records_its_vae(tiny_models):
 
 
 def test_sdedrag_without_a_drag_reconstructs_its_encoding(tiny_models):
-    """Zero displacement, β = α = 1: copy-paste is the identity and Cycle-SDE returns the encoded latent."""
+    """Zero displacement, β = α = 1: copy-paste is the identity and Cycle-SDE returns the encoded latent, up to
+    float rounding that the random UNet amplifies. How much depends on the CPU's kernels (one thread: 18% of
+    pixels off by 2–10 levels; two threads: none off by more than 1), so the bound is on the mean and the
+    worst pixel, not bit-exactness: a reconstruction that fails moves whole regions by tens of levels."""
     from harness.diffusion.latents import decode, encode, to_uint8
 
     s = sample(64, 64, (30, 30), (30, 30))
     result = build("sdedrag", tiny_models, lora_steps=0, alpha=1.0, beta=1.0).edit(s, 42)
     latent = encode(tiny_models.vae, s.image, torch.Generator().manual_seed(42), torch.float32)
     expected = to_uint8(decode(tiny_models.vae, latent), "round")
-    assert np.abs(result.image.astype(int) - expected.astype(int)).max() <= 1
+    difference = np.abs(result.image.astype(int) - expected.astype(int))
+    assert difference.mean() < 1.5 and difference.max() <= 16, (difference.mean(), difference.max())
 
 
 def test_sdedrag_helpers_follow_the_release():

@@ -216,3 +216,44 @@ def test_gallery_draws_the_drag_and_handles_other_families():
     assert row.count("data:image/png;base64,") == 2 and "not run" in row
     prompt = PromptEditSample(sample_id="pie/0/x", image=sample.image, source_prompt="a cat", target_prompt="a [dog]")
     assert "a [dog]" in gallery_row(prompt, [], side=64)
+
+
+def test_cli_says_why_a_row_matched_nothing_and_how_to_widen_it(store_dir, tmp_path):
+    """An empty 'ours' row names the store's variants of its method, each differing field with both values
+    (default or row param), and the params that would select a variant; a method that never ran is named."""
+    spec = write_spec(tmp_path, {**SPEC, "comparisons": [], "rows": [
+        {"label": "Copy-paste r2", "method": "copy_paste", "params": {"radius": 2}},
+        {"label": "RegionDrag", "method": "regiondrag"}]})
+    proc = subprocess.run([sys.executable, "-m", "harness.report", str(spec), "--store", str(store_dir),
+                           "--out", str(tmp_path / "why"), "--resamples", "50"],
+                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "row 'Copy-paste r2' on demo: no variant matched; the store has 2 variant(s) of 'copy_paste'" in err
+    assert "radius = 2 in the row, 4 in the store" in err and "radius = 2 in the row, 8 in the store" in err
+    assert "To widen the match: params: {radius: " in err
+    assert "params: {radius: 4} in the row selects copy_paste-" in err and "params: {radius: 8} in the row" in err
+    assert "row 'RegionDrag' on demo: the store holds no variant of method 'regiondrag'; methods run on demo: " \
+           "copy_paste, identity" in err
+    assert "radius = 2 in the row, 4 in the store" in (tmp_path / "why" / "spec.md").read_text()
+
+
+def test_model_filter_and_defaults_are_named_when_nothing_matches():
+    from harness.registry import METHODS
+    from harness.report.collect import Variant
+    from harness.report.spec import Row
+    from harness.report.table import explain_no_match, match_variant
+
+    defaults = METHODS.get("regiondrag").build({}).describe()["config"]
+    swept = Variant("demo", "regiondrag-aaaa", "regiondrag", {**defaults, "noise_scale": 0.6}, "random:tiny", {})
+    plain = Variant("demo", "regiondrag-bbbb", "regiondrag", dict(defaults), "random:tiny", {})
+    row = Row("RegionDrag", "regiondrag", {})
+    assert match_variant(row, "demo", [swept, plain], model="v1-5") is None
+    message = explain_no_match(row, "demo", [swept, plain], model="v1-5", spec_model="v1-5")
+    assert f"noise_scale = {json.dumps(defaults['noise_scale'])} in the row (the default), 0.6 in the store" in message
+    assert "model 'random:tiny' does not contain 'v1-5' (the spec's 'model')" in message
+    assert '--model "random:tiny" (or any part of it) selects regiondrag-bbbb' in message
+    assert "params: {noise_scale: 0.6} in the row selects regiondrag-aaaa" in message
+    assert match_variant(row, "demo", [swept, plain], model="tiny") is plain  # the hint works
+    via_cli = explain_no_match(row, "demo", [plain], model="sd21", spec_model="v1-5")
+    assert "(--model)" in via_cli

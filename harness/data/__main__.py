@@ -15,7 +15,6 @@ import sys
 from typing import Any, Sequence
 
 from harness.data.base import DataError
-from harness.paths import CONF_DIR
 
 
 class UsageError(Exception):
@@ -23,11 +22,13 @@ class UsageError(Exception):
 
 
 def dataset_config(name: str, root: str | None, overrides: Sequence[str]) -> dict[str, Any]:
-    """`conf/dataset/<name>.yaml` (when there is one) with `root` and `key=value` overrides applied."""
+    """`conf/dataset/<name>.yaml` as a run composes it (with the shared options of its defaults list), when
+    there is one, with `root` and `key=value` overrides applied."""
     import yaml
 
-    path = CONF_DIR / "dataset" / f"{name}.yaml"
-    cfg: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {"name": name}
+    from harness.config import compose, group_options
+
+    cfg: dict[str, Any] = compose([f"dataset={name}"])["dataset"] if name in group_options("dataset") else {}
     cfg["name"] = name
     for item in overrides:
         key, sep, value = item.partition("=")

@@ -50,6 +50,7 @@ class SampleInfo:
 
 
 UNSET_ROOTS = (None, "", "???")
+SHARED_OPTIONS = ("categories", "ids", "ids_file", "limit", "point_fraction", "point_seed")
 
 
 class DatasetLoader:
@@ -65,17 +66,22 @@ class DatasetLoader:
             valid = ", ".join(sorted(self.option_defaults)) or "none"
             raise DataError(f"dataset {self.name!r}: unknown option(s) {unknown}; valid options: {valid}")
         self.root = None if root in UNSET_ROOTS else str(root)
+        # Resolved once, here: every file path a loader builds starts from this absolute root, so a relative
+        # root (`../shared/data/dragbench-d`, `~/data`) means what it meant in the directory the run started
+        # in, and no path is ever joined onto a root it already contains (`resolve_inside`).
+        self.root_path = None if self.root is None else Path(self.root).expanduser().resolve()
         self.options = {**self.option_defaults, **options}
 
     @property
     def root_dir(self) -> Path:
         """The dataset root, checked to exist (file-backed loaders only)."""
-        if self.root is None:
+        path = self.root_path
+        if path is None:
             raise DataError(f"dataset {self.name!r}: no root given (set dataset.root=/path/to/{self.name}, "
                             "or --root with `python -m harness.data describe`)")
-        path = Path(self.root).expanduser()
         if not path.is_dir():
-            raise DataError(f"dataset {self.name!r}: root {path} is not a directory")
+            raise DataError(f"dataset {self.name!r}: root {self.root} is not a directory"
+                            + (f" ({path})" if str(path) != self.root else ""))
         return path
 
     def list_ids(self) -> list[str]:  # pragma: no cover - interface
@@ -244,8 +250,8 @@ def open_dataset(cfg: Mapping[str, Any], shard: Mapping[str, Any] | None = None)
 
     cfg = dict(cfg)
     name = cfg.pop("name")
-    common = {k: cfg.pop(k) for k in ("categories", "ids", "ids_file", "limit", "point_fraction", "point_seed")
-              if k in cfg}
+    # The shared options (conf/dataset/_shared.yaml); null means "off", i.e. the `Dataset` default.
+    common = {k: v for k in SHARED_OPTIONS if (v := cfg.pop(k, None)) is not None}
     root = cfg.pop("root", None)
     loader = DATASETS.get(name)(root=root, **cfg)
     common["categories"] = list(common.get("categories") or [])

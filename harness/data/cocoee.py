@@ -34,7 +34,7 @@ class COCOEE(DatasetLoader):
     def list_ids(self) -> list[str]:
         if self._ids is None:
             path = self.root_dir / self.options["id_list"]
-            ids = read_npy(path)
+            ids = read_npy(path, root=self.root_dir)
             if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) == 0:
                 raise DataError(f"{path}: expected a non-empty 1-D integer array of COCO ids, got "
                                 f"{ids.dtype} {ids.shape}")
@@ -57,9 +57,10 @@ class COCOEE(DatasetLoader):
 
     def _mask(self, sample_id: str) -> tuple[tuple[int, int], np.ndarray]:
         source, reference, mask_path = self.files(sample_id)
-        size = image_header(source, "source image (GT)").size
-        image_header(reference, "exemplar image (ref)")
-        mask = binary_mask(read_mask(mask_path, "mask"), mask_path, "mask", size, source.name,
+        root = self.root_dir
+        size = image_header(source, "source image (GT)", root=root).size
+        image_header(reference, "exemplar image (ref)", root=root)
+        mask = binary_mask(read_mask(mask_path, "mask", root=root), mask_path, "mask", size, source.name,
                            threshold=MASK_THRESHOLD)
         return size, mask
 
@@ -70,8 +71,8 @@ class COCOEE(DatasetLoader):
     def load_sample(self, sample_id: str) -> ExemplarSample:
         _, mask = self._mask(sample_id)
         source, reference, _ = self.files(sample_id)
-        return ExemplarSample(sample_id=sample_id, image=read_image(source, "source image (GT)"), mask=mask,
-                              reference=read_image(reference, "exemplar image (ref)"), category=CATEGORY)
+        return ExemplarSample(sample_id=sample_id, image=read_image(source, "source image (GT)", root=self.root_dir),
+                              mask=mask, reference=read_image(reference, "exemplar image (ref)", root=self.root_dir), category=CATEGORY)
 
     def fingerprint(self, sample_id: str) -> str:
         return files_fingerprint(self.files(sample_id))

@@ -66,7 +66,7 @@ class PIEBench(DatasetLoader):
 
     def _load_mapping(self) -> dict[str, Mapping[str, Any]]:
         if self._mapping is None:
-            data = read_json(self.mapping_path)
+            data = read_json(self.mapping_path, root=self.root_dir)
             if not isinstance(data, dict) or not data:
                 raise DataError(f"{self.mapping_path}: expected a non-empty JSON object keyed by image id")
             ids: dict[str, str] = {}
@@ -114,7 +114,7 @@ class PIEBench(DatasetLoader):
         if not folder.startswith(f"{type_id}_"):
             raise DataError(f"{where}: field 'image_path': folder {folder!r} does not belong to editing type {type_id}")
         image = self.root_dir / self.options["images"] / entry["image_path"]
-        header = image_header(image, "source image")
+        header = image_header(image, "source image", root=self.root_dir)
         if header.size != (MASK_SHAPE[1], MASK_SHAPE[0]):
             raise DataError(f"{image}: source image is {header.size[0]}x{header.size[1]}, but PIE-Bench masks "
                             f"({where}: field 'mask') are defined on {MASK_SHAPE[1]}x{MASK_SHAPE[0]}")
@@ -130,7 +130,7 @@ class PIEBench(DatasetLoader):
         p = self._parse(sample_id)
         text = p["text"]
         return PromptEditSample(
-            sample_id=sample_id, image=read_image(p["image"], "source image"),
+            sample_id=sample_id, image=read_image(p["image"], "source image", root=self.root_dir),
             source_prompt=text["original_prompt"], target_prompt=text["editing_prompt"],
             blended_words=tuple(w for w in text["blended_word"].split(" ") if w), mask=p["mask"],
             edit_type=p["type_id"], edit_type_name=EDIT_TYPES[p["type_id"]], instruction=text["editing_instruction"],

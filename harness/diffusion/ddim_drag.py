@@ -33,7 +33,7 @@ from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
 from harness.diffusion.drag import DragLoop, DragOutcome, from_grid, optimise_drag, to_grid
 from harness.diffusion.features import BlockTap, resize_features, supervision_size
 from harness.diffusion.latents import decode, encode, resolve_vae, to_uint8
-from harness.diffusion.lora import AUGMENTS, LoraSpec, lora_for_image, use_lora
+from harness.diffusion.lora import AUGMENTS, LORA_PROFILES, LoraSpec, lora_for_image, resolve_lora_profile, use_lora
 from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
@@ -47,7 +47,8 @@ class DDIMDragConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     preset: str = ""
-    # LoRA stage (lora_steps 0 = no LoRA)
+    # LoRA stage (lora_steps 0 = no LoRA); lora_profile: auto (fast on the tiny random models) | published | fast
+    lora_profile: str = "auto"
     lora_rank: int = 16
     lora_steps: int | None = 80
     lora_lr: float | None = 5e-4
@@ -80,6 +81,8 @@ class DDIMDragConfig:
             raise ValueError(f"{name}: no value for {missing} (set them or choose a preset that does)")
         if self.lora_augment not in AUGMENTS:
             raise ValueError(f"{name}: lora_augment must be one of {AUGMENTS}, got {self.lora_augment!r}")
+        if self.lora_profile not in LORA_PROFILES:
+            raise ValueError(f"{name}: lora_profile must be one of {LORA_PROFILES}, got {self.lora_profile!r}")
         if not 0 < self.inversion_strength <= 1:
             raise ValueError(f"{name}: inversion_strength must be in (0, 1], got {self.inversion_strength}")
         if self.inversion_steps < 1:
@@ -133,6 +136,11 @@ class DDIMDragMethod(EditMethod):
     families = ("drag",)
     Config = DDIMDragConfig
     runtime_fields = ("lora_cache",)  # where the LoRA came from changes no output
+    key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
+
+    @classmethod
+    def for_model(cls, params, model):
+        return resolve_lora_profile(cls.name, params, model)
 
     def setup(self, models) -> None:
         self.models = models

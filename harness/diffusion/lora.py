@@ -28,7 +28,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -40,6 +40,13 @@ from harness.diffusion.timing import Stopwatch
 from harness.paths import cache_dir
 
 ADAPTER = "editlab_lora"
+LORA_PROFILES = ("auto", "published", "fast")
+# The fast LoRA profile: what the demo and the tiny random models use (`lora_profile: auto`). The published
+# trainers upsample every image to 512² and fit for 60–200 steps, which is most of a drag edit on a CPU and
+# teaches a random-weight model nothing; the fast profile fits at 128² (the demo's images are ≤ 112 px), one
+# crop per step, for 10 steps, so the LoRA code path still runs end to end. Drag steps are never changed.
+FAST_LORA = {"lora_steps": 10, "lora_resolution": 128, "lora_batch_size": 1}
+FAST_LORA_ARCHS = ("tiny", "tiny_sd21")  # random-weight CPU models (conf/model/tiny*.yaml)
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 AUGMENTS = ("per_step", "once", "none")
 
@@ -73,6 +80,27 @@ class LoraWeights:
 
     def info(self) -> dict[str, Any]:
         return {"lora_cache": self.cache, "lora_key": self.key}
+
+
+def resolve_lora_profile(method: str, params: Mapping[str, Any], model: Any) -> tuple[dict[str, Any], str | None]:
+    """The method config a run uses on `model` (a `ModelSpec`). `lora_profile: auto` becomes `fast` on the
+    tiny random models and otherwise stays `auto`, which, like `published`, runs the LoRA fields as
+    configured (and, being the default, keeps the store keys that runs had before profiles existed); `fast`
+    sets the `FAST_LORA` fields whatever they were. The resolved profile and values are part of the config,
+    hence of the store key: outputs of one profile are never reused for another. Returns the params and,
+    for `fast`, a line for the run output."""
+    params = dict(params)
+    profile = params.get("lora_profile", "auto")
+    if profile not in LORA_PROFILES:
+        raise ValueError(f"{method}: lora_profile must be one of {LORA_PROFILES}, got {profile!r}")
+    tiny = getattr(model, "source", None) == "random" and getattr(model, "arch", None) in FAST_LORA_ARCHS
+    if profile == "published" or (profile == "auto" and not tiny):
+        return params, None
+    configured = ", ".join(f"{k} {'(preset)' if params.get(k) is None else params.get(k)}" for k in FAST_LORA)
+    params.update(FAST_LORA, lora_profile="fast")
+    why = "the model is the tiny random-weight one" if profile == "auto" else "lora_profile=fast"
+    return params, (f"fast LoRA profile ({', '.join(f'{k} {v}' for k, v in FAST_LORA.items())}; configured: "
+                    f"{configured}) because {why}; method.{method}.lora_profile=published runs the configured LoRA")
 
 
 def _lora_config(rank: int):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ground-truth", default=None, help="ground-truth image of the *_gt@ metrics (VFD-Bench's gt.png)")
     p.add_argument("options", nargs="*", help="key=value")
     args, extra = parser.parse_known_args(argv)
+    for flag in ("source", "edited", "points", "mask"):  # `--source=~/x.png` reaches us unexpanded by the shell
+        if getattr(args, flag, None):
+            setattr(args, flag, os.path.expanduser(getattr(args, flag)))
     from harness.registry import METRICS, UnknownNameError
 
     if args.command == "list":

@@ -143,7 +143,8 @@ class MetricContext:
 
         cfg = dict(self.features.get("dift_model") or {})
         if not cfg:
-            raise ValueError("features.dift_model is not configured (set feature_model=sd21 or tiny_sd21)")
+            raise ValueError("features.dift_model is not configured: choose the DIFT model with "
+                             "model@features.dift_model=sd21 (or tiny_sd21), or features=standard")
         cfg["dtype"] = {torch.float16: "float16", torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype]
         cfg["device"] = str(self.device)
         with GLOBAL_RNG_LOCK:

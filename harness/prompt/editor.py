@@ -136,7 +136,7 @@ class PromptEditor(EditMethod):
         Inversion's offset sizes) and the timesteps."""
         info: dict[str, Any] = {"inversion": self.config.inversion, "seed": seed,
                                 "denoising_timesteps": self.schedule.timesteps}
-        for key in ("null_text_iterations", "style_diffusion_iterations", "style_diffusion_loss", "style_diffusion_encoder"):
+        for key in ("null_text_iterations", "null_text_loss", "style_diffusion_iterations", "style_diffusion_loss", "style_diffusion_encoder"):
             if key in inverted.info:
                 info[key] = inverted.info[key]
         if sampled.source_offsets:

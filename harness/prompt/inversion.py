@@ -107,7 +107,8 @@ def invert(kind: str, eps_fn: CondEpsFn, schedule: DDIMSchedule, latent: torch.T
     if kind == "negative_prompt":
         uncond = [cond.source] * steps
     elif kind == "null_text":
-        uncond, info["null_text_iterations"] = optimise_null_text(eps_fn, schedule, latents, cond, guidance, null_text)
+        uncond, info["null_text_iterations"], info["null_text_loss"] = optimise_null_text(
+            eps_fn, schedule, latents, cond, guidance, null_text)
     else:
         uncond = [cond.null] * steps
     info["total_s"] = time.perf_counter() - start
@@ -127,16 +128,20 @@ def direct_offsets(eps_fn: CondEpsFn, schedule: DDIMSchedule, latents: list[torc
 
 
 def optimise_null_text(eps_fn: CondEpsFn, schedule: DDIMSchedule, latents: list[torch.Tensor], cond: Conditioning,
-                       guidance: float, settings: NullTextSettings) -> tuple[list[torch.Tensor], list[int]]:
-    """Null-text inversion's per-step unconditional embeddings and the Adam iterations each step used."""
+                       guidance: float, settings: NullTextSettings
+                       ) -> tuple[list[torch.Tensor], list[int], list[list[float]]]:
+    """Null-text inversion's per-step unconditional embeddings, the Adam iterations each step used and each
+    step's inner losses (before each update). The losses are what the optimisation promises something about
+    (they fall within a step for a small enough `lr`); the reconstruction error of the whole trajectory is
+    not guaranteed to beat DDIM's with few iterations and random weights."""
     dtype = cond.null.dtype
     embedding = cond.null.detach().float().clone()  # Adam updates in place: never alias the caller's tensor
     x = latents[-1]
     n = schedule.steps
-    out, iterations = [], []
+    out, iterations, losses = [], [], []
     for i, t in enumerate(schedule.timesteps):
         target = latents[n - i - 1].float()
-        used = 0
+        used, step_losses = 0, []
         if settings.inner_steps > 0:
             with torch.no_grad():
                 eps_c = eps_fn(x, t, cond.source)
@@ -151,11 +156,13 @@ def optimise_null_text(eps_fn: CondEpsFn, schedule: DDIMSchedule, latents: list[
                     loss.backward()
                     optimizer.step()
                     used += 1
-                    if loss.item() < settings.early_stop + i * 2e-5:
+                    step_losses.append(loss.item())
+                    if step_losses[-1] < settings.early_stop + i * 2e-5:
                         break
         embedding = embedding.detach()
         out.append(embedding.clone().to(dtype))  # a snapshot: step i+1 keeps optimising `embedding` in place
         iterations.append(used)
+        losses.append(step_losses)
         with torch.no_grad():
             x = schedule.step(guided_eps(eps_fn, x, t, out[-1], cond.source, guidance), t, x)
-    return out, iterations
+    return out, iterations, losses

@@ -45,6 +45,8 @@ def render_specs(argv: list[str]) -> int:
         out = args.out or (args.store if args.store.is_dir() else args.store.parent) / "reports"
         for spec_path in args.spec:
             table = build_table(load_spec(spec_path), store, model=args.model, resamples=args.resamples, seed=args.seed)
+            for message in table.unmatched:  # an empty paper-table row must say why, not only look empty
+                print(f"note: {spec_path.name}: {message}", file=sys.stderr)
             for fmt, path in write_all(table, out, formats).items():
                 print(f"{fmt}: {path}")
     except (SpecError, AmbiguousRowError, FileNotFoundError) as exc:

@@ -7,8 +7,10 @@ Matching a row to the variant folders of one dataset:
    both have (fields added or removed since the store was written do not break the match);
 3. the row's or the spec's `model` filter is a substring of the variant's model identity (variants of
    model-free methods such as `identity` pass any filter).
-No match leaves the row's cells empty (the method has not run, or is not implemented yet); several matches
-are an error that lists them, since picking one silently could put the wrong variant in a paper table.
+No match leaves the row's cells empty (the method has not run, or is not implemented yet) and says why
+(`explain_no_match`: the variants of that method the store holds, the fields whose values differ, the model
+filter, and which spec or command-line change would select one); several matches are an error that lists
+them, since picking one silently could put the wrong variant in a paper table.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class ReportTable:
     best: set[tuple[str, str, str]] = field(default_factory=set)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # generated: smoke run, stale values, missing rows
+    unmatched: list[str] = field(default_factory=list)  # per row and dataset: why no variant matched
 
     def cell(self, row: str, dataset: str, metric: str) -> Cell:
         return self.cells[(row, dataset, metric)]
@@ -85,6 +88,49 @@ def match_variant(row: Row, dataset: str, variants: list[Variant], model: str | 
     return candidates[0] if candidates else None
 
 
+def _inline(values: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "}"
+
+
+def explain_no_match(row: Row, dataset: str, variants: list[Variant], model: str | None = None,
+                     spec_model: str | None = None) -> str:
+    """Why `row` matched no variant on `dataset`, and how to widen the match; `model` is the filter in effect
+    (`--model`, else the spec's `model`), `spec_model` the spec's own, to name where a filter came from."""
+    where = f"row {row.label!r} on {dataset}"
+    same = [v for v in variants if v.dataset == dataset and v.method == row.method]
+    if not same:
+        present = sorted({v.method for v in variants if v.dataset == dataset})
+        elsewhere = sorted({v.dataset for v in variants if v.method == row.method})
+        return (f"{where}: the store holds no variant of method {row.method!r}"
+                + (f" (it has one on {', '.join(elsewhere)})" if elsewhere else "")
+                + f"; methods run on {dataset}: {', '.join(present) or 'none'}")
+    expected, params = _normalised(_expected_config(row)), _normalised(dict(row.params))
+    wanted_model = row.model or model
+    model_origin = "the row's 'model'" if row.model else ("--model" if model and model != spec_model else "the spec's 'model'")
+    reasons, hints = [], []
+    for v in same:
+        config, why = _normalised(dict(v.config)), []
+        if row.method_key is not None and v.key != row.method_key:
+            why.append(f"the row pins method_key {row.method_key!r}")
+        missing = sorted(k for k in params if k not in config)
+        if missing:
+            why.append(f"its config has no field(s) {missing}")
+        differ = {k: config[k] for k in sorted(expected) if k in config and config[k] != expected[k]}
+        if differ:
+            why.append("params differ: " + "; ".join(
+                f"{k} = {json.dumps(expected[k])} in the row{'' if k in params else ' (the default)'}, "
+                f"{json.dumps(config[k])} in the store" for k in differ))
+            hints.append(f"params: {_inline({**params, **differ})} in the row selects {v.key}")
+        if wanted_model and v.model is not None and wanted_model not in v.model:
+            why.append(f"model {v.model!r} does not contain {wanted_model!r} ({model_origin})")
+            hints.append(f"the row's model: {json.dumps(v.model)} selects {v.key}" if row.model else
+                         f"--model {json.dumps(v.model)} (or any part of it) selects {v.key}")
+        reasons.append(f"{v.key} ({'; '.join(why) or 'no difference found'})")
+    text = (f"{where}: no variant matched; the store has {len(same)} variant(s) of {row.method!r}: "
+            + ", ".join(reasons))
+    return text + (". To widen the match: " + "; ".join(dict.fromkeys(hints)) if hints else "")
+
+
 def _weighted(metric_id: str) -> bool:
     from harness.registry import METRICS
 
@@ -115,7 +161,7 @@ def _smoke_notes(store: StoreScores, used: list[Variant]) -> list[str]:
 def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = None, resamples: int = RESAMPLES,
                 seed: int = 0) -> ReportTable:
     """Match rows, compute every cell's mean and interval (display scale), mark the best ours per column."""
-    model = model or spec.model
+    spec_model, model = spec.model, model or spec.model
     scores = store.scores
     cells: dict[tuple[str, str, str], Cell] = {}
     variants: dict[tuple[str, str], Variant | None] = {}
@@ -174,4 +220,7 @@ def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = Non
                       and all(variants[(row.label, d)] is None for d in spec.datasets)})
     if missing:
         notes.append("No run in the store for: " + ", ".join(missing) + " (their 'ours' cells are empty).")
-    return ReportTable(spec, cells, variants, counts, best, comparisons, notes)
+    unmatched = [explain_no_match(row, d, store.variants, model, spec_model) for row in spec.rows for d in spec.datasets
+                 if row.method is not None and variants[(row.label, d)] is None]
+    notes += unmatched
+    return ReportTable(spec, cells, variants, counts, best, comparisons, notes, unmatched)
