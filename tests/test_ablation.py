@@ -21,7 +21,7 @@ from harness.cli import run
 from harness.config import compose
 from harness.paths import CONF_DIR
 
-FAST = ["dataset=demo", "+dataset.limit=1", "metrics=[lpips_alex@regiondrag,time]", "reporting.bootstrap=100",
+FAST = ["dataset=demo", "dataset.limit=1", "metrics=[lpips_alex@regiondrag,time]", "reporting.bootstrap=100",
         "reporting.gallery=1"]
 
 

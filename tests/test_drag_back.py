@@ -18,7 +18,7 @@ from harness.pipeline import plan_methods
 from harness.store import MethodStore
 from harness.types import DragSample
 
-FAST = ["experiment=drag_back", "dataset=demo", "+dataset.limit=1", "method=copy_paste", "metrics=[time]",
+FAST = ["experiment=drag_back", "dataset=demo", "dataset.limit=1", "method=copy_paste", "metrics=[time]",
         "drag_back.metrics=[mse_gt@draglora,if_gt@draglora]", "reporting.bootstrap=50", "reporting.html=false"]
 
 

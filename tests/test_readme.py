@@ -4,6 +4,7 @@ closing count."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -140,7 +141,10 @@ def test_readme_commands_on_the_shared_data_run_verbatim_from_the_project_root()
                               timeout=600)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         if words[2] == "harness.data":
-            assert json.loads(proc.stdout)["samples"] == 20 and "invalid" not in proc.stderr, command
+            expected = {"dragbench-d": 20, "drag100": 10, "vfd-bench": 6}[re.search(r"shared/data/([\w-]+)", command)[1]]
+            assert json.loads(proc.stdout)["samples"] == expected and "invalid" not in proc.stderr, command
+        elif words[2] == "harness.metrics":
+            assert math.isfinite(json.loads(proc.stdout)["value"]), command
         else:
             edits = re.findall(r"\[edit\] (\S+): reused (\d+) of (\d+) samples, edited (\d+), failed (\d+)", proc.stdout)
             assert edits and all(int(failed) == 0 for *_, failed in edits), proc.stdout

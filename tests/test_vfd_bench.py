@@ -109,7 +109,7 @@ def test_harness_run_on_vfd_bench_scores_the_ground_truth_metrics(tmp_path: Path
 
     root = shared_path("data", "vfd-bench")
     metrics = "[psnr_gt@vfd,lpips_alex_gt@vfd,if_gt@vfd,clip_gt@vfd,lpips_alex@dragdiffusion,time]"
-    cfg = compose(["dataset=vfd_bench", f"dataset.root={root}", "+dataset.limit=1", f"metrics={metrics}",
+    cfg = compose(["dataset=vfd_bench", f"dataset.root={root}", "dataset.limit=1", f"metrics={metrics}",
                    "method=[identity,copy_paste]", "reporting.html=false", "reporting.bootstrap=50"])
     cfg["out_dir"] = str(tmp_path)
     run(OmegaConf.create(cfg))

@@ -42,12 +42,6 @@ class VfdBench(DragFolderLoader):
                             f"got {self.options['points']!r}")
 
     @property
-    def root_dir(self) -> Path:
-        """Absolute: the root-containment check joins relative member paths onto the root, which would
-        double a relative root (`a/b` + `a/b/x/input.png`)."""
-        return super().root_dir.absolute()
-
-    @property
     def points_file(self) -> str:
         return POINT_FILES[self.options["points"]]
 
