@@ -35,6 +35,7 @@ from harness.faults import describe_error, is_fatal, is_out_of_memory, release_m
 from harness.metrics.base import Metric
 from harness.models.provider import ModelSpec
 from harness.registry import METHODS, METRICS
+from harness.results import random_model_reasons
 from harness.scoring import score_stage
 from harness.store import MethodStore, SampleLock, atomic_write_bytes, atomic_write_json, stable_hash
 
@@ -514,16 +515,8 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 
 def smoke_reasons(settings: Mapping[str, Any], plans: list[MethodPlan]) -> list[str]:
-    reasons = []
-    for plan in plans:
-        identity = (plan.description.get("model") or {}).get("identity", "")
-        if identity.startswith("random:"):
-            reasons.append(f"method {plan.name} ran on a random-weight model ({identity})")
-    for metric_id, s in sorted(settings.items()):
-        for key in ("network", "model"):
-            if "random" in str(s.get(key, "")):
-                reasons.append(f"metric {metric_id} used a random-weight network ({s[key]})")
-    return sorted(set(reasons))
+    """Why this run's numbers mean nothing (random-weight models or networks); empty for a real run."""
+    return random_model_reasons(((p.name, (p.description.get("model") or {}).get("identity")) for p in plans), settings)
 
 
 def report_stage(out_dir: Path, scores: pd.DataFrame, metric_ids: list[str], reasons: list[str], *,

@@ -24,14 +24,13 @@ from harness.background import BackgroundWriter, iter_prefetched
 from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.metrics.base import Metric, MetricContext, SetMetric
+from harness.results import SCORE_COLUMNS, failed_row, is_fresh, score_row, set_key, set_row
 from harness.store import MethodStore, decode_png, stable_hash
 
 if TYPE_CHECKING:
-    from harness.pipeline import MethodPlan
+    from harness.planning import MethodPlan
 
 log = logging.getLogger("harness")
-
-SCORE_COLUMNS = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
 
 
 def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]],
@@ -61,7 +60,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     for plan in plans:
         store = MethodStore(out_dir, dataset.key, plan.key)
         missing = 0
-        read = functools.partial(_score_inputs, store, dataset, metrics, feature_key)
+        read = functools.partial(read_score_inputs, store, dataset, metrics, feature_key)
         with BackgroundWriter() as writer:
             for sample_id, inputs in tqdm(iter_prefetched(read, sample_ids), total=len(sample_ids),
                                           desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
@@ -82,14 +81,14 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _ScoreInputs, metrics: list[Metric],
+def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: ScoreInputs, metrics: list[Metric],
                  feature_key: str, strict: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One sample's score rows, and the cache entries it computed (metrics whose cached value was stale).
     A metric that raises gives a `metric_failed` row and a cached error entry (`strict` re-raises)."""
     base = {"dataset": dataset_key, "method": plan.label, "method_key": plan.key, "sample_id": sample_id}
     record = inputs.record
     if record is None or record.get("status") != "ok":
-        return [dict(base, metric=None, value=np.nan, weight=0.0, status="failed")], {}
+        return [failed_row(base)], {}
     if not inputs.trusted:  # output missing or not the one recorded: edit again
         log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
         return [], {}
@@ -115,14 +114,12 @@ def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _Sc
                 entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
                          "features": feature_key, "output_sha256": out_hash}
             new_entries[metric.id] = entry
-        value = entry.get("value")
-        rows.append(dict(base, metric=metric.id, value=np.nan if value is None else float(value),
-                         weight=float(entry.get("weight", 1.0)), status=_row_status(value)))
+        rows.append(score_row(base, metric.id, entry))
     return rows, new_entries
 
 
 @dataclass
-class _ScoreInputs:
+class ScoreInputs:
     """What scoring one sample reads from disk, gathered on the prefetch thread."""
 
     record: dict[str, Any] | None
@@ -134,24 +131,20 @@ class _ScoreInputs:
     error: Exception | None = None  # reading the sample or its output failed: every stale metric fails with it
 
 
-def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
-                  sample_id: str) -> _ScoreInputs:
+def read_score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
+                      sample_id: str) -> ScoreInputs:
+    """What scoring `sample_id` needs, read once: its record, the verified output, the cached entries and
+    which of them are stale (`harness.results.is_fresh`); the sample and output are decoded only if needed."""
     record = store.load_record(sample_id)
     if record is None or record.get("status") != "ok":
-        return _ScoreInputs(record)
+        return ScoreInputs(record)
     png = store.verified_png(sample_id, record)  # one read of the record and of the PNG per sample
     if png is None:
-        return _ScoreInputs(record)
+        return ScoreInputs(record)
     cache = store.load_scores(sample_id)
     out_hash = record["output"]["sha256"]
-
-    def fresh(metric: Metric) -> bool:
-        entry = cache.get(metric.id)
-        return bool(entry) and (entry.get("version"), entry.get("features"), entry.get("output_sha256")) == (
-            metric.version, feature_key, out_hash)
-
-    stale = frozenset(m.id for m in metrics if not fresh(m))
-    inputs = _ScoreInputs(record, trusted=True, cache=cache, stale=stale)
+    stale = frozenset(m.id for m in metrics if not is_fresh(cache.get(m.id), m.version, feature_key, out_hash))
+    inputs = ScoreInputs(record, trusted=True, cache=cache, stale=stale)
     if stale:
         try:
             inputs.sample = dataset.load(sample_id)
@@ -164,9 +157,9 @@ def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], f
 def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
               strict: bool) -> dict[str, Any]:
     """One set-level row: features of every ok sample (cached by sample id and output hash), then the
-    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
-    would be a different number."""
-    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
+    aggregate (cached by the exact list of members, `harness.results.set_key`). A failure fails the whole
+    set: a value over a subset would be a different number."""
+    base = {"dataset": dataset.key, "method": plan.label, "method_key": plan.key}
     cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
     cached = store.load_set_features(cache_name)
     try:
@@ -183,27 +176,18 @@ def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: Met
             features.append(cached[key])
         if changed:
             store.save_set_features(cache_name, cached)
-        set_key = stable_hash([metric.version, feature_key, members])
+        key = set_key(metric.version, feature_key, members)
         scores = store.load_set_scores()
         entry = scores.get(metric.id)
-        if not entry or entry.get("key") != set_key:
+        if not entry or entry.get("key") != key or "features" not in entry:  # older entries lack what readers check
             value = metric.aggregate(features)
-            entry = {"key": set_key, "value": value.value, "n": len(members), "settings": metric.settings(),
-                     "info": value.info}
+            entry = {"key": key, "version": metric.version, "features": feature_key, "value": value.value,
+                     "n": len(members), "settings": metric.settings(), "info": value.info}
             scores[metric.id] = entry
             store.save_set_scores(scores)
     except Exception as exc:
         if strict:
             raise
         log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
-        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
-    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
-
-
-def _row_status(value: Any) -> str:
-    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
-    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
-    pandas would read that status back as a missing value."""
-    if value is None:
-        return "metric_failed"
-    return "undefined" if np.isnan(float(value)) else "ok"
+        return set_row(base, metric.id, None)
+    return set_row(base, metric.id, entry)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.report.collect import StoreScores, Variant
 from harness.report.spec import MetricColumn, Published, ReportSpec, Row
+from harness.results import random_model_reasons
 from harness.stats import RESAMPLES, CellStats, PairedStats, cell_seed, mean_ci, paired_difference
 
 
@@ -102,11 +103,8 @@ def _scaled(s: CellStats, scale: float) -> CellStats:
 
 
 def _smoke_notes(store: StoreScores, used: list[Variant]) -> list[str]:
-    reasons = sorted({f"method {v.method} ran on a random-weight model ({v.model})" for v in used
-                      if v.model and v.model.startswith("random:")}
-                     | {f"metric {m} used a random-weight network ({s[k]})" for v in used
-                        for m, s in store.settings.get((v.dataset, v.key), {}).items()
-                        for k in ("network", "model") if "random" in str(s.get(k, ""))})
+    reasons = sorted({reason for v in used for reason in random_model_reasons(
+        [(v.method, v.model)], store.settings.get((v.dataset, v.key), {}))})
     if not reasons:
         return []
     return ["SMOKE RUN: random-weight networks were used, so the 'ours' numbers mean nothing: " + "; ".join(reasons) + "."]
