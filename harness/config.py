@@ -20,9 +20,11 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def group_options(group: str) -> list[str]:
-    """The option names of config group `group` (the YAML files under `conf/<group>/`, `a/b` for subfolders)."""
+    """The option names of config group `group` (the YAML files under `conf/<group>/`, `a/b` for subfolders);
+    a file whose name starts with `_` is a base the options share (`features/_base.yaml`), not an option."""
     root = CONF_DIR / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                  if not p.name.startswith("_"))
 
 
 def check_group_choices(args: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import logging
 import math
 from dataclasses import dataclass
@@ -50,9 +51,8 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     context, metrics = build_metrics(cfg, metric_classes, context)
     set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
     if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
-        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
-                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
-        set_metrics = []
+        log.info("set-level metrics %s: this shard stores its samples' features; the merge run (stages=[score,"
+                 "report], shard.count=1) combines every shard's into one value", [m.id for m in set_metrics])
     feature_key = context.key
     strict = bool(cfg.get("strict"))
     sample_ids = dataset.sample_ids()
@@ -73,7 +73,9 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 if new_entries:
                     writer.submit(functools.partial(store.update_scores, sample_id, new_entries))
         for metric in set_metrics:
-            rows.append(score_set(metric, dataset, store, plan, feature_key, strict))
+            row = score_set(metric, dataset, store, plan, feature_key, strict)
+            if row is not None:
+                rows.append(row)
         if missing:
             # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
             log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
@@ -155,32 +157,35 @@ def read_score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric
 
 
 def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
-              strict: bool) -> dict[str, Any]:
-    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
-    aggregate (cached by the exact list of members, `harness.results.set_key`). A failure fails the whole
-    set: a value over a subset would be a different number."""
+              strict: bool) -> dict[str, Any] | None:
+    """One set-level row: features of every ok sample (the set metric's mergeable state, cached by sample id
+    and output hash), then the aggregate (cached by the exact list of members, `harness.results.set_key`).
+
+    A shard stores its samples' features in a part of its own and gives no row (a value over one shard
+    would be a different number); the merge run over all samples merges the parts, so it embeds no sample
+    again and its value is the unsharded one. A failure fails the whole set: a value over a subset would
+    be a different number."""
     base = {"dataset": dataset.key, "method": plan.label, "method_key": plan.key}
     cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
-    cached = store.load_set_features(cache_name)
+    shard = dataset.shard
     try:
-        members, features, changed = [], [], False
-        for sample_id in dataset.sample_ids():
-            record = store.load_record(sample_id)
-            if not record or record.get("status") != "ok":
-                continue
-            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
-            if key not in cached:
-                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
-                changed = True
-            members.append(key)
-            features.append(cached[key])
-        if changed:
-            store.save_set_features(cache_name, cached)
+        if shard.count > 1:
+            part = f"{cache_name}.shard-{shard.index}-of-{shard.count}"
+            cached = store.load_set_features(part)
+            _, changed = _set_features(metric, dataset, store, cached)
+            if changed:
+                store.save_set_features(part, cached)
+            return None
+        cached = store.load_set_features(cache_name)
+        merged = metric.merge_states([*_shard_parts(store, cache_name), cached])
+        members, changed = _set_features(metric, dataset, store, merged)
+        if changed or len(merged) != len(cached):
+            store.save_set_features(cache_name, merged)
         key = set_key(metric.version, feature_key, members)
         scores = store.load_set_scores()
         entry = scores.get(metric.id)
         if not entry or entry.get("key") != key or "features" not in entry:  # older entries lack what readers check
-            value = metric.aggregate(features)
+            value = metric.aggregate([merged[m] for m in members])
             entry = {"key": key, "version": metric.version, "features": feature_key, "value": value.value,
                      "n": len(members), "settings": metric.settings(), "info": value.info}
             scores[metric.id] = entry
@@ -191,3 +196,27 @@ def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: Met
         log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
         return set_row(base, metric.id, None)
     return set_row(base, metric.id, entry)
+
+
+def _set_features(metric: SetMetric, dataset: Dataset, store: MethodStore,
+                  cached: dict[str, np.ndarray]) -> tuple[list[str], bool]:
+    """The member keys of the dataset's ok samples (in sample-id order), adding the features of those not in
+    `cached` to it; and whether any was added."""
+    members, changed = [], False
+    for sample_id in dataset.sample_ids():
+        record = store.load_record(sample_id)
+        if not record or record.get("status") != "ok":
+            continue
+        key = stable_hash([sample_id, record["output"]["sha256"]], 16)
+        if key not in cached:
+            cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
+            changed = True
+        members.append(key)
+    return members, changed
+
+
+def _shard_parts(store: MethodStore, cache_name: str) -> list[dict[str, np.ndarray]]:
+    """The feature parts sharded score stages stored for this set metric, version and feature settings."""
+    folder = store.dir / "_sets"
+    return [store.load_set_features(path.name[: -len(".npz")])
+            for path in sorted(folder.glob(f"{glob.escape(cache_name)}.shard-*.npz"))]

@@ -110,3 +110,21 @@ def test_collector_labels_undefined_values_and_drops_other_feature_settings(tmp_
     assert by_sample.loc["demo/c/s0", "status"] == "undefined" and by_sample.loc["demo/c/s1", "status"] == "ok"
     assert "demo/c/s2" not in by_sample.index and collected.stale == 1
     json.dumps(collected.settings)
+
+
+def test_fid_over_two_shards_equals_the_unsharded_value(cocoee_run, tmp_path):
+    """Each shard stores its samples' features (the set metric's mergeable state); the merge run combines the
+    parts without embedding any sample again and gives exactly the unsharded value (same features, same
+    order, same `np.cov`: no float tolerance)."""
+    out = tmp_path / "sharded"
+    for index in (0, 1):
+        run(OmegaConf.create(cocoee_config(tmp_path, out, f"shard.index={index}", "shard.count=2")))
+    store = next((out / "store" / "cocoee").glob("paint_by_example-*"))
+    parts = sorted(p.name for p in (store / "_sets").glob("fid@pbe-*.shard-*.npz"))
+    assert len(parts) == 2 and not (store / "_sets" / "scores.json").exists()  # no value over one shard
+    merged = run(OmegaConf.create(cocoee_config(tmp_path, out, "stages=[score,report]")))
+    board = merged["leaderboard"].set_index("method")
+    unsharded = pd.read_csv(cocoee_run / "leaderboard.csv").set_index("method")
+    for method in ("identity", "paint_by_example"):
+        assert board.loc[method, "fid@pbe"] == unsharded.loc[method, "fid@pbe"]
+    assert json.loads((store / "_sets" / "scores.json").read_text())["fid@pbe"]["n"] == 3

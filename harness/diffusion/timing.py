@@ -34,3 +34,24 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def device_timer(device: torch.device | str | None) -> Iterator[dict[str, float]]:
+    """Wall clock of the block with its queued GPU work finished (`synchronize` at both ends), and the peak
+    memory allocated on the device meanwhile: yields a dict whose `seconds` and `peak_mib` (MiB, 0 off the
+    GPU) are filled when the block ends. `device` None or a CPU device: the plain wall clock."""
+    device = torch.device(device) if isinstance(device, str) else device
+    cuda = device is not None and device.type == "cuda"
+    out = {"seconds": 0.0, "peak_mib": 0.0}
+    if cuda:
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        if cuda:
+            synchronize(device)
+            out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        out["seconds"] = time.perf_counter() - start

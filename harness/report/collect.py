@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.results import (SCORE_COLUMNS, failed_row, is_fresh, majority_feature_keys, read_set_rows,

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.metrics.base import reducer
 from harness.report.collect import StoreScores, Variant
 from harness.report.spec import MetricColumn, Published, ReportSpec, Row
 from harness.results import random_model_reasons
@@ -86,12 +87,6 @@ def match_variant(row: Row, dataset: str, variants: list[Variant], model: str | 
     return candidates[0] if candidates else None
 
 
-def _weighted(metric_id: str) -> bool:
-    from harness.registry import METRICS
-
-    return metric_id in METRICS and METRICS.get(metric_id).aggregation == "weighted_mean"
-
-
 def _values(scores: pd.DataFrame, variant: Variant, metric: MetricColumn) -> pd.DataFrame:
     sel = scores[(scores["dataset"] == variant.dataset) & (scores["method_key"] == variant.key)
                  & (scores["metric"] == metric.id) & (scores["status"] == "ok")]
@@ -133,8 +128,8 @@ def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = Non
                 if variant is not None:
                     values = _values(scores, variant, metric)
                     if len(values):
-                        s = mean_ci(values["value"], values["weight"] if _weighted(metric.id) else None, failed=failed,
-                                    resamples=resamples, seed=cell_seed(seed, dataset, variant.key, metric.id))
+                        s = mean_ci(values["value"], values["weight"], failed=failed, resamples=resamples,
+                                    seed=cell_seed(seed, dataset, variant.key, metric.id), reduce=reducer(metric.id))
                         ours = _scaled(s, metric.scale)
                 cells[(row.label, dataset, metric.id)] = Cell(ours, row.published.get(dataset, {}).get(metric.id))
 
@@ -155,10 +150,9 @@ def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = Non
                 result = PairedStats(float("nan"), float("nan"), float("nan"), 0)
                 if va is not None and vb is not None:
                     a, b = _values(scores, va, metric), _values(scores, vb, metric)
-                    weighted = _weighted(metric.id)
-                    result = paired_difference(a["value"] * metric.scale, b["value"] * metric.scale,
-                                               a["weight"] if weighted else None, b["weight"] if weighted else None,
-                                               resamples=resamples, seed=cell_seed(seed, dataset, comp.a, comp.b, metric.id))
+                    result = paired_difference(a["value"] * metric.scale, b["value"] * metric.scale, a["weight"], b["weight"],
+                                               resamples=resamples, seed=cell_seed(seed, dataset, comp.a, comp.b, metric.id),
+                                               reduce=reducer(metric.id))
                 comparisons.append({"a": comp.a, "b": comp.b, "dataset": dataset, "metric": metric.id,
                                     "label": metric.display_label, "diff": result.diff, "ci_low": result.ci_low,
                                     "ci_high": result.ci_high, "n": result.n})
