@@ -134,7 +134,7 @@ def test_style_diffusion_optimisation_lowers_its_loss(tiny_models, p2p_inputs, o
     sample, method, latent, cond = p2p_inputs
     schedule = DDIMSchedule.p2p(2)
     style = style_inputs(tiny_models, sample, inner_steps=5, lr=1e-3)
-    inverted = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5, style=style)
+    inverted = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5, style)
     info = inverted.info
     assert info["style_diffusion_iterations"] == [5, math.ceil(5 * math.exp(-0.1))]
     first, last = info["style_diffusion_loss"][0]

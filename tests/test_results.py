@@ -128,3 +128,19 @@ def test_fid_over_two_shards_equals_the_unsharded_value(cocoee_run, tmp_path):
     for method in ("identity", "paint_by_example"):
         assert board.loc[method, "fid@pbe"] == unsharded.loc[method, "fid@pbe"]
     assert json.loads((store / "_sets" / "scores.json").read_text())["fid@pbe"]["n"] == 3
+
+
+def test_leaderboards_and_specs_take_direction_and_scale_from_the_metric(cocoee_run, tmp_path):
+    md = (cocoee_run / "leaderboard.md").read_text()
+    assert "| fid@pbe ↓ | clip_region@pbe ↑ |" in md
+    from harness.report.leaderboard import display_board
+
+    board = pd.DataFrame({"dataset": ["d"], "method": ["m"], "md_dift@regiondrag": [0.05]})
+    shown = display_board(board, ["md_dift@regiondrag"])
+    assert list(shown.columns)[-1] == "md_dift@regiondrag ×100 ↓" and shown.iloc[0, -1] == pytest.approx(5.0)
+    from harness.report.spec import parse_spec
+
+    spec = parse_spec({"title": "t", "dataset": "cocoee", "rows": [{"label": "x", "method": None}],
+                       "metrics": [{"id": "clip_region@pbe"}, {"id": "md_dift@regiondrag"},
+                                   {"id": "fid@pbe", "better": "higher"}]}, tmp_path / "s.yaml")
+    assert [(m.better, m.scale) for m in spec.metrics] == [("higher", 1.0), ("lower", 100.0), ("higher", 1.0)]

@@ -141,7 +141,7 @@ def invert(schedule: DDIMSchedule, latent: torch.Tensor, source: torch.Tensor, n
     return latents, ValueModulation(affine, math.ceil(settings.value_replace * n)), info
 
 
-def optimise(style: Any, schedule: DDIMSchedule, latents: list[torch.Tensor], prompts: tuple[torch.Tensor, torch.Tensor],
+def optimise(style: StyleInputs, schedule: DDIMSchedule, latents: list[torch.Tensor], prompts: tuple[torch.Tensor, torch.Tensor],
              guidance: float, mapping: MappingNetwork,
              maps: tuple[list[list[torch.Tensor]], CrossAttentionRecorder]
              ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int], list[list[float]]]:
