@@ -14,11 +14,9 @@ protocol's tolerance; one that moves it as much is not).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_end_to_end import write_dataset  # noqa: E402
 from benchmarks.bench_regiondrag import count_flops  # noqa: E402
-from benchmarks.common import harness_runtime, matmul_tflops, print_table, sync, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, matmul_tflops, print_table, timed, timed_call, write_result  # noqa: E402
 from harness.metrics.base import MetricContext  # noqa: E402
 from harness.registry import METRICS  # noqa: E402
 
@@ -103,18 +101,11 @@ def run_variant(metric_id: str, features: dict[str, Any], settings: dict[str, An
     metric = METRICS.get(metric_id)(context)
     dift = metric.featurizer()
     with process_settings(**settings, unet=dift.models.unet):
-        sync()
-        t0 = time.perf_counter()
-        metric.compute(*pairs[0], {})
-        sync()
-        first_s = time.perf_counter() - t0
+        first_s = timed(lambda: metric.compute(*pairs[0], {}))
         times, values = [], []
         for _ in range(repeat):
-            sync()
-            t0 = time.perf_counter()
-            values = [metric.compute(s, e, {}) for s, e in pairs]
-            sync()
-            times.append(time.perf_counter() - t0)
+            values, seconds = timed_call(lambda: [metric.compute(s, e, {}) for s, e in pairs])
+            times.append(seconds)
         s, e = pairs[0]
         feats = probe_features(metric, s, e)
         flops = count_flops(lambda: metric.compute(s, e, {})) if count else None
@@ -149,15 +140,13 @@ def compare(result: dict, baseline: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--data", type=Path, default=None, help="a DragBench-D folder (default: a written stand-in)")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--metrics", default=None, help="comma-separated MD metric ids (default: both; "
                         "--smoke: md_dift@dragdiffusion, as the other runs at 768² even there)")
     parser.add_argument("--variants", default=None, help="comma-separated labels to run (default: all)")
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     harness_runtime()
     if args.smoke:

@@ -12,10 +12,7 @@ the JSON records the updates each run actually made (`drag_updates`) next to the
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import environment, harness_runtime, print_table, sync, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, print_table, write_result  # noqa: E402
 from harness.models import load_models  # noqa: E402
 from harness.registry import METHODS  # noqa: E402
 
@@ -51,26 +48,23 @@ def build(name: str, models, params: dict[str, Any]):
 
 
 def timed_edit(method, sample, device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    sync()
-    start = time.perf_counter()
-    result = method.edit(sample, 42)
-    sync()
-    total = time.perf_counter() - start
+    """One edit timed as the edit stage times it (harness.diffusion.timing.device_timer)."""
+    from harness.diffusion.timing import device_timer
+
+    with device_timer(device) as timer:
+        result = method.edit(sample, 42)
+    total = timer["seconds"]
     lora = float(result.timings.get("lora", 0.0))
     return {"total_s": total, "lora_s": lora, "edit_s": total - lora,
             "stages_s": {k: float(v) for k, v in result.timings.items()},
-            "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else 0.0,
+            "peak_mib": timer["peak_mib"],
             "info": {k: result.info[k] for k in INFO_KEYS if k in result.info}}
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU at 64×64, few steps")
+    parser = benchmark_parser(__doc__, "tiny model on the CPU at 64×64, few steps", "JSON path (default benchmarks/results/)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED)
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
     harness_runtime()
     size = 64 if args.smoke else args.size
@@ -105,12 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
                      "drag_x_regiondrag": run["ratio_edit_to_regiondrag"], "peak_mib": run["peak_mib"],
                      "updates": run["info"].get("drag_updates", run["info"].get("sub_drags", ""))})
     print_table(rows)
-    if args.out is None:
-        path = write_result("drag_methods", payload, args.smoke)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**environment(), **payload}, indent=1, default=str) + "\n")
-        path = args.out
+    path = write_result("drag_methods", payload, args.smoke, args.out)
     print(f"wrote {path}")
     return path
 

@@ -16,7 +16,6 @@ per-sample edit and metric times, and the store's size.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import pickle
@@ -33,7 +32,7 @@ from PIL import Image
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, write_result  # noqa: E402
 
 # datasets.md §2.3: heights with their counts; 40 further heights occur once each (range 288–913)
 HEIGHT_COUNTS = {512: 67, 768: 40, 341: 28, 682: 5, 384: 4, 640: 4, 288: 4, 340: 3, 767: 2, 639: 2, 656: 2,
@@ -89,11 +88,9 @@ def write_dataset(root: Path, n: int, width: int, heights: list[int], seed: int 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
+    parser = benchmark_parser(__doc__, "tiny model on the CPU (a check that the script runs)", "result JSON (default: benchmarks/results/end_to_end-<device>.json)")
     parser.add_argument("--samples", type=int, default=205)
     parser.add_argument("--workdir", default=None, help="where to write the dataset and the run (default: a temp dir)")
-    parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/end_to_end-<device>.json)")
     parser.add_argument("--timing-metrics", action="store_true", help="also score time and peak_mem")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the run")
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import harness_runtime, print_table, sync, time_fn, write_result  # noqa: E402
+from benchmarks.common import harness_runtime, print_table, time_fn, timed_call, write_result  # noqa: E402
 from harness.metrics.clip_vit import ClipImageEmbedding  # noqa: E402
 from harness.metrics.frechet import embed_files, embed_tensors, frechet_distance, statistics  # noqa: E402
 from harness.metrics.inception import InceptionPool3  # noqa: E402
@@ -58,11 +58,8 @@ def time_method(name: str, model_cfg: dict, params: dict, sample: ExemplarSample
 def throughput(extractor, files: list[Path], batch_size: int, num_workers: int) -> dict:
     """Images/s through `embed_files` (decode + preprocess in workers + network) and of the network alone."""
     embed_files(extractor, files[:batch_size], batch_size, num_workers)  # warm-up (cuDNN autotuning, workers)
-    sync()
-    t0 = time.perf_counter()
-    features = embed_files(extractor, files, batch_size, num_workers)
-    sync()
-    end_to_end = len(files) / (time.perf_counter() - t0)
+    features, seconds = timed_call(lambda: embed_files(extractor, files, batch_size, num_workers))
+    end_to_end = len(files) / seconds
     tensors = []
     for path in files[:batch_size]:
         with Image.open(path) as image:

@@ -31,7 +31,6 @@ Writes a JSON file (device, versions, the exact command, per-image times) and pr
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -45,7 +44,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import harness_runtime  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime  # noqa: E402
 from harness.config import compose  # noqa: E402
 from harness.diffusion.ddim_inversion import DDIMSchedule  # noqa: E402
 from harness.diffusion.graphs import GraphedUNet  # noqa: E402
@@ -98,7 +97,7 @@ def run_edit(method, image, index: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, "tiny model, 64×64, 3 steps, 1 image (CPU check)", "JSON path (default benchmarks/results/inversions_<model>.json)")
     parser.add_argument("--model", default="random_sd15", help="model config name in conf/model (default random_sd15)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=50)
@@ -107,9 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--style-inner-steps", type=int, default=100)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--edits", default=",".join(EDITS), help="whole edits to time ('' for none)")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 64×64, 3 steps, 1 image (CPU check)")
     parser.add_argument("--eager", action="store_true", help="no CUDA-graph replay of plain UNet calls (cuda_graphs=false)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inversions_<model>.json)")
     args = parser.parse_args(argv)
     harness_runtime()
     if args.smoke:

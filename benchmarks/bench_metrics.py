@@ -97,7 +97,8 @@ def harness_overhead(samples, edited, context: MetricContext, smoke: bool) -> di
     score stage reading the store and writing each sample's score cache, both on the same already built
     feature networks (building them is model loading, which neither side of the comparison includes)."""
     from harness.models import load_models
-    from harness.pipeline import edit_stage, plan_methods, plan_metrics
+    from harness.edit import edit_stage
+    from harness.planning import plan_methods, plan_metrics
     from harness.scoring import score_stage
 
     model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if smoke else

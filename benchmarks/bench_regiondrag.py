@@ -12,7 +12,6 @@ stripped and IP-Adapter is disabled (as in our default), so both compute the sam
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import harness_runtime, matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, matmul_tflops, print_table, sync, time_fn, write_result  # noqa: E402
 from harness.models import load_models  # noqa: E402
 from harness.regions import regions_to_dense_points  # noqa: E402
 from harness.types import DragSample, RegionPair  # noqa: E402
@@ -135,8 +134,7 @@ def count_flops(fn) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU at 64×64")
+    parser = benchmark_parser(__doc__, "tiny model on the CPU at 64×64", "result JSON (default: benchmarks/results/regiondrag[-tags]-<device>.json)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
@@ -144,7 +142,6 @@ def main() -> None:
     parser.add_argument("--cudnn-attention", action="store_true", help="allow cuDNN SDPA (the harness's cudnn_attention=true)")
     parser.add_argument("--batch-sizes", default="", help="e.g. 2,4,8: per-sample time of batched edits "
                         "(method.regiondrag.batch_size) and their max |Δ| against one-at-a-time edits")
-    parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/regiondrag[-tags]-<device>.json)")
     args = parser.parse_args()
     harness_runtime(args.cudnn_attention)
     size = 64 if args.smoke else args.size

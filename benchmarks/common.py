@@ -1,10 +1,10 @@
 """Shared helpers for GPU benchmark scripts: device-synchronised timing, result files, environment."""
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -27,17 +27,26 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def timed_call(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """`fn()` and the seconds it took, device-synchronised (harness.diffusion.timing.device_timer, the
+    harness's own timer, so that a benchmark measures what a run records)."""
+    from harness.diffusion.timing import device_timer
+
+    with device_timer("cuda" if torch.cuda.is_available() else None, peak_memory=False) as timer:
+        result = fn()
+    return result, timer["seconds"]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Device-synchronised seconds of one call of `fn`."""
+    return timed_call(fn)[1]
+
+
 def time_fn(fn: Callable[[], Any], warmup: int, repeat: int) -> dict[str, float]:
     """Median/min/max seconds of `fn` after `warmup` calls, each timed between device synchronisations."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    times = [timed(fn) for _ in range(repeat)]
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeat": repeat}
 
 
@@ -51,7 +60,18 @@ def matmul_tflops(dtype: torch.dtype = torch.float16, n: int = 8192, repeat: int
     return 2 * n ** 3 / timing["median_s"] / 1e12
 
 
+def benchmark_parser(doc: str | None, smoke_help: str = "tiny model on the CPU (a check that the script runs)",
+                     out_help: str = "result JSON (default: benchmarks/results/<name>-<device>.json)") -> argparse.ArgumentParser:
+    """The arguments every benchmark script shares: `--smoke` (a CPU check, results tagged `smoke`) and
+    `--out` (where `write_result` writes); a script adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    parser.add_argument("--out", default=None, help=out_help)
+    return parser
+
+
 def environment() -> dict[str, Any]:
+    """The environment record of every result file: device, library versions, git commit, command, date."""
     from harness.environment import device_info, git_commit, versions
 
     return {"device": device_info(), "versions": versions(), "git": git_commit(),

@@ -31,14 +31,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from harness import determinism
-from harness.pipeline import (ConfigError, MethodPlan, collect_timesteps, edit_and_score, markdown_table, now,
-                              plan_methods, plan_metrics, report_stage, score_settings, smoke_reasons, write_run_json)
+from harness.planning import ConfigError, MethodPlan, plan_methods, plan_metrics
+from harness.report.leaderboard import markdown_table
+from harness.run import Run
+from harness.run_record import collect_timesteps, score_settings, smoke_reasons
+from harness.stages import edit_and_score
+from harness.metrics.base import reducer
 from harness.stats import RESAMPLES, mean_ci
 from harness.store import atomic_write_bytes
 
@@ -131,7 +134,8 @@ def ablation_table(scores: pd.DataFrame, metric_ids: Sequence[str], *, resamples
         failed = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
         for metric_id in metric_ids:
             cell = df[(df["metric"] == metric_id) & (df["status"] == "ok")]
-            s = mean_ci(cell["value"], failed=failed, resamples=resamples, seed=cell_seed(seed, label, method, metric_id))
+            s = mean_ci(cell["value"], cell["weight"], failed=failed, resamples=resamples,
+                        seed=cell_seed(seed, label, method, metric_id), reduce=reducer(metric_id))
             rows.append({"label": label, "x": x, "method": method, "metric": metric_id, "mean": s.mean,
                          "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "failed": s.failed})
     return pd.DataFrame(rows, columns=["label", "x", "method", "metric", "mean", "ci_low", "ci_high", "n", "failed"])
@@ -157,54 +161,44 @@ def display_table(table: pd.DataFrame, metric_ids: Sequence[str]) -> pd.DataFram
     return pd.DataFrame(out)
 
 
-def run_ablation(container: Mapping[str, Any], out_dir: Path, stages: Sequence[str], run_name: str = "run.json") -> dict[str, Any]:
+def run_ablation(run: Run) -> dict[str, Any]:
     """Edit and score every point, then write the ablation table and plot and the run's report."""
+    container, out_dir = run.config, run.out_dir
     spec = dict(container["ablation"])
-    metric_ids = list(container.get("metrics") or [])
     runs = plan_points(container)
-    started = now()
     first = runs[0]
     points_json = [{"label": r.point.label, "x": r.point.x, "overrides": r.point.overrides, "dataset_key": r.dataset.key,
                     "method_keys": [p.key for p in r.plans]} for r in runs]
-    write_run_json(out_dir, container, first.dataset, {"status": "running", "started_at": started,
-                                                       "ablation": {"name": spec["name"], "points": points_json}}, run_name)
+    ablation = {"name": spec["name"], "points": points_json}
+    run.start(first.dataset, {"ablation": ablation}, plans=[plan for r in runs for plan in r.plans])
     summary: dict[str, Any] = {"out_dir": str(out_dir), "ablation": spec["name"], "edit": {}}
     frames = []
     for r in runs:
-        def announce(edit_summary: dict[str, Any], r: PointRun = r) -> None:
-            for key, info in edit_summary.items():
-                summary["edit"][f"{r.dataset.key}/{key}"] = info
-                print(f"[edit] {r.point.label} {info['method']}: reused {info['reused']} of {info['samples']} samples, "
-                      f"edited {info['edited']}, failed {info['failed']}")
-
-        results = edit_and_score(r.cfg, r.dataset, out_dir, r.plans, plan_metrics(metric_ids, r.dataset), stages,
-                                 on_edited=announce)
+        results = edit_and_score(r.cfg, r.dataset, out_dir, r.plans, plan_metrics(run.metric_ids, r.dataset), run.stages,
+                                 on_edited=run.announcer(summary["edit"], r.point.label, f"{r.dataset.key}/"))
+        run.add_stage_seconds(results.seconds)
         if results.scores is not None:
             frames.append(results.scores.assign(ablation=r.point.label, x=r.point.x))
-    if "report" in stages:
-        summary.update(_report(container, spec, runs, pd.concat(frames, ignore_index=True), metric_ids, out_dir))
+    if "report" in run.stages:
+        with run.timed("report"):
+            summary.update(_report(run, spec, runs, pd.concat(frames, ignore_index=True)))
     timesteps = {r.point.label: collect_timesteps(out_dir, r.dataset, r.plans) for r in runs}
-    write_run_json(out_dir, container, first.dataset, {"status": "finished", "started_at": started, "finished_at": now(),
-                                                       "ablation": {"name": spec["name"], "points": points_json},
-                                                       "timesteps_used": timesteps}, run_name)
+    run.finish(first.dataset, {"ablation": ablation, "timesteps_used": timesteps})
     return summary
 
 
-def _report(container: Mapping[str, Any], spec: Mapping[str, Any], runs: list[PointRun], scores: pd.DataFrame,
-            metric_ids: list[str], out_dir: Path) -> dict[str, Any]:
+def _report(run: Run, spec: Mapping[str, Any], runs: list[PointRun], scores: pd.DataFrame) -> dict[str, Any]:
     from harness.report.plots import ablation_figure, save_figure
     from harness.report.run_page import AblationSection, gallery_columns, write_run_page
-    from harness.stats import score_stats
 
-    options = dict(container.get("reporting") or {})
-    resamples, seed = int(options.get("bootstrap", RESAMPLES)), int(options.get("ci_seed", 0))
+    out_dir, metric_ids, resamples, seed = run.out_dir, run.metric_ids, run.resamples, run.ci_seed
     settings: dict[str, Any] = {}
     for r in runs:
         settings.update(score_settings(r.plans, r.dataset, out_dir))
     reasons = smoke_reasons(settings, [p for r in runs for p in r.plans])
     # Leaderboard rows name their point ("regiondrag [end_t=0.3]") rather than an opaque method key.
     by_point = scores.assign(method=scores["method"] + " [" + scores["ablation"] + "]").drop(columns=["ablation", "x"])
-    board, board_path = report_stage(out_dir, by_point, metric_ids, reasons, resamples=resamples, ci_seed=seed)
+    board = run.report(by_point, reasons)
 
     folder = out_dir / "ablation" / str(spec["name"])
     table = ablation_table(scores, metric_ids, resamples=resamples, seed=seed)
@@ -225,15 +219,13 @@ def _report(container: Mapping[str, Any], spec: Mapping[str, Any], runs: list[Po
     png = save_figure(fig, folder / "plot")
     print(f"ablation: {folder / 'table.md'}, {folder / 'plot.png'}")
 
-    summary: dict[str, Any] = {"leaderboard": board, "report": str(board_path), "ablation_table": table,
+    summary: dict[str, Any] = {"leaderboard": board.board, "report": str(board.path), "ablation_table": table,
                                "ablation_dir": str(folder)}
-    if options.get("html", True):
-        first = runs[0]
+    if run.html:
         columns = [(r.point.label if len(r.plans) == 1 else f"{p.name} {r.point.label}", r.dataset.key, p.key)
                    for r in runs for p in r.plans]
-        gallery = gallery_columns(first.dataset, out_dir, columns, int(options.get("gallery", 6)))
-        stats = score_stats(by_point, metric_ids, resamples=resamples, seed=seed)
+        gallery = gallery_columns(runs[0].dataset, out_dir, columns, run.gallery)
         section = AblationSection(title, description, png, wide)
-        summary["html"] = str(write_run_page(out_dir, title=f"editlab ablation: {spec['name']}", board=board, stats=stats,
-                                             metric_ids=metric_ids, reasons=reasons, gallery=gallery, ablations=[section]))
+        summary["html"] = str(write_run_page(out_dir, board, title=f"editlab ablation: {spec['name']}", gallery=gallery,
+                                             ablations=[section]))
     return summary

@@ -39,12 +39,12 @@ import torch
 
 from harness.data.base import Dataset
 from harness.metrics.base import Metric, SetMetric
-from harness.scoring import _score_inputs, build_metrics, score_sample
+from harness.scoring import build_metrics, read_score_inputs, score_sample
 from harness.store import MethodStore
 from harness.streams import highest_priority, role_stream
 
 if TYPE_CHECKING:
-    from harness.pipeline import MethodPlan
+    from harness.planning import MethodPlan
 
 log = logging.getLogger("harness")
 
@@ -123,7 +123,7 @@ class ConcurrentScorer:
             while (item := self._queue.get()) is not None and not self._abort.is_set():
                 plan, store, sample_id = item
                 try:
-                    inputs = _score_inputs(store, self.dataset, self.metrics, self.feature_key, sample_id)
+                    inputs = read_score_inputs(store, self.dataset, self.metrics, self.feature_key, sample_id)
                     _, entries = score_sample(plan, self.dataset.key, sample_id, inputs, self.metrics,
                                               self.feature_key, self.strict)
                     entries = {k: v for k, v in entries.items() if "error" not in v}  # left to the score stage

@@ -34,8 +34,12 @@ import pandas as pd
 
 from harness import determinism
 from harness.data.base import DataError, Dataset, DatasetLoader, SampleInfo
-from harness.pipeline import (ConfigError, MethodPlan, edit_and_score, markdown_table, now, plan_methods, plan_metrics,
-                              report_stage, score_settings, smoke_reasons, write_run_json)
+from harness.metrics.base import reducer
+from harness.planning import ConfigError, MethodPlan, plan_methods, plan_metrics
+from harness.report.leaderboard import markdown_table, report_stage
+from harness.run import Run
+from harness.run_record import score_settings, smoke_reasons
+from harness.stages import edit_and_score
 from harness.stats import RESAMPLES, cell_seed, mean_ci
 from harness.store import MethodStore, atomic_write_bytes, atomic_write_json, decode_png
 from harness.types import DragSample
@@ -128,7 +132,8 @@ def drag_back_table(scores: pd.DataFrame, forward_ids: Sequence[str], back_ids: 
             done = df.loc[df["status"] != "failed", "sample_id"].nunique()
             for metric_id in ids:
                 cell = df[(df["metric"] == metric_id) & (df["status"] == "ok")]
-                s = mean_ci(cell["value"], resamples=resamples, seed=cell_seed(seed, leg, key, metric_id))
+                s = mean_ci(cell["value"], cell["weight"], resamples=resamples, reduce=reducer(metric_id),
+                            seed=cell_seed(seed, leg, key, metric_id))
                 rows.append({"leg": leg, "method": method, "method_key": key, "metric": metric_id, "mean": s.mean,
                              "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "missing": samples.get(key, 0) - done})
     return pd.DataFrame(rows, columns=["leg", "method", "method_key", "metric", "mean", "ci_low", "ci_high", "n", "missing"])
@@ -155,63 +160,54 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def run_drag_back(container: Mapping[str, Any], out_dir: Path, stages: Sequence[str],
-                  run_name: str = "run.json") -> dict[str, Any]:
+def run_drag_back(run: Run) -> dict[str, Any]:
     """Both legs of every method, then the drag-back table and the run's report."""
     from harness.data.base import open_dataset
 
+    container, out_dir, stages = run.config, run.out_dir, run.stages
     spec = dict(container["drag_back"] or {})
     dataset = open_dataset(container["dataset"], container.get("shard"))
     if dataset.family != "drag":
         raise ConfigError(f"experiment=drag_back needs a drag dataset; {dataset.name!r} holds {dataset.family} samples")
     plans = plan_methods(container.get("method") or {}, container["model"], dataset, determinism.kernel_choices(container))
-    forward_ids = list(container.get("metrics") or [])
+    forward_ids = list(run.metric_ids)
     back_ids = list(spec.get("metrics") or DEFAULT_BACK_METRICS)
     forward_metrics, back_metrics = plan_metrics(forward_ids, dataset), plan_metrics(back_ids, dataset)
-    started = now()
-    write_run_json(out_dir, container, dataset, {"status": "running", "started_at": started}, run_name)
+    run.start(dataset, plans=plans, metric_ids=forward_ids + back_ids)
 
     summary: dict[str, Any] = {"out_dir": str(out_dir), "edit": {}}
-
-    def announce(leg: str):
-        def report(edit_summary: dict[str, Any]) -> None:
-            for key, info in edit_summary.items():
-                summary["edit"][f"{leg}/{key}"] = info
-                print(f"[edit] {leg} {info['method']}: reused {info['reused']} of {info['samples']} samples, "
-                      f"edited {info['edited']}, failed {info['failed']}")
-        return report
-
-    forward = edit_and_score(container, dataset, out_dir, plans, forward_metrics, stages, on_edited=announce("forward"))
+    forward = edit_and_score(container, dataset, out_dir, plans, forward_metrics, stages,
+                             on_edited=run.announcer(summary["edit"], "forward", "forward/"))
+    run.add_stage_seconds(forward.seconds)
     frames = [] if forward.scores is None else [forward.scores.assign(leg="forward")]
     backs = []
     for plan in plans:
         back = back_dataset(dataset, out_dir, plan)
         if "edit" in stages and (dropped := drop_stale_back_legs(back, out_dir, plan)):
             print(f"[drag_back] {plan.name}: {dropped} back-leg output(s) made from an older forward output, redone")
-        results = edit_and_score(container, back, out_dir, [plan], back_metrics, stages, on_edited=announce("back"))
+        results = edit_and_score(container, back, out_dir, [plan], back_metrics, stages,
+                                 on_edited=run.announcer(summary["edit"], "back", "back/"))
+        run.add_stage_seconds(results.seconds)
         backs.append(back)
         if results.scores is not None:
             frames.append(results.scores.assign(leg="back"))
     if "report" in stages and frames:
-        summary.update(_report(container, dataset, plans, backs, pd.concat(frames, ignore_index=True), forward_ids,
-                               back_ids, out_dir))
-    write_run_json(out_dir, container, dataset, {"status": "finished", "started_at": started, "finished_at": now(),
-                                                 "drag_back": {"back_keys": [b.key for b in backs],
-                                                               "metrics": back_ids},
-                                                 "edit_summary": summary["edit"]}, run_name)
+        with run.timed("report"):
+            summary.update(_report(run, dataset, plans, backs, pd.concat(frames, ignore_index=True), back_ids))
+    run.finish(dataset, {"drag_back": {"back_keys": [b.key for b in backs], "metrics": back_ids},
+                         "edit_summary": summary["edit"]})
     return summary
 
 
-def _report(container: Mapping[str, Any], dataset: Dataset, plans: list[MethodPlan], backs: list[DragBackDataset],
-            scores: pd.DataFrame, forward_ids: list[str], back_ids: list[str], out_dir: Path) -> dict[str, Any]:
-    options = dict(container.get("reporting") or {})
-    resamples, seed = int(options.get("bootstrap", RESAMPLES)), int(options.get("ci_seed", 0))
+def _report(run: Run, dataset: Dataset, plans: list[MethodPlan], backs: list[DragBackDataset],
+            scores: pd.DataFrame, back_ids: list[str]) -> dict[str, Any]:
+    out_dir, forward_ids, resamples, seed = run.out_dir, run.metric_ids, run.resamples, run.ci_seed
     settings = score_settings(plans, dataset, out_dir)
     for plan, back in zip(plans, backs):
         settings.update(score_settings([plan], back, out_dir))
     reasons = smoke_reasons(settings, plans)
-    board, board_path = report_stage(out_dir, scores.drop(columns=["leg"]), forward_ids + back_ids, reasons,
-                                     resamples=resamples, ci_seed=seed)
+    board = report_stage(out_dir, scores.drop(columns=["leg"]), forward_ids + back_ids, reasons,
+                         resamples=resamples, ci_seed=seed)
     samples = {plan.key: len(dataset.sample_ids()) for plan in plans}
     table = drag_back_table(scores, forward_ids, back_ids, samples, resamples=resamples, seed=seed)
     folder = out_dir / "drag_back"
@@ -226,4 +222,4 @@ def _report(container: Mapping[str, Any], dataset: Dataset, plans: list[MethodPl
     atomic_write_bytes(folder / "table.md", "\n".join(lines).encode())
     print("\n" + markdown_table(display_table(table)) + "\n")
     print(f"drag-back: {folder / 'table.md'}")
-    return {"leaderboard": board, "report": str(board_path), "drag_back_table": table, "drag_back_dir": str(folder)}
+    return {"leaderboard": board.board, "report": str(board.path), "drag_back_table": table, "drag_back_dir": str(folder)}

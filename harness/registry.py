@@ -23,16 +23,35 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, builtin_packages: tuple[str, ...]) -> None:
+    """Names → classes of one kind. `base` ("module:Class", imported on first registration so that this
+    module imports none of them) is the class every entry must derive from; the decorator's name is set on
+    the class as its `name_attribute` (`name` for methods and datasets, `id` for metrics), so the two never
+    disagree and a class need not repeat it."""
+
+    def __init__(self, kind: str, builtin_packages: tuple[str, ...], base: str, name_attribute: str = "name") -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._builtin_packages = builtin_packages
         self._loaded = False
+        self._base = base
+        self.name_attribute = name_attribute
+
+    def base(self) -> type:
+        module, _, cls = self._base.partition(":")
+        return getattr(importlib.import_module(module), cls)
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
+            base = self.base()
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise TypeError(f"{self.kind} {name!r}: {obj!r} is not a subclass of {base.__module__}.{base.__qualname__}")
+            declared = obj.__dict__.get(self.name_attribute)
+            if declared not in (None, "", name):
+                raise ValueError(f"{self.kind} {name!r}: class {obj.__qualname__} declares "
+                                 f"{self.name_attribute}={declared!r}; the registered name is its {self.name_attribute}")
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            setattr(obj, self.name_attribute, name)
             self._entries[name] = obj
             return obj
 
@@ -71,6 +90,6 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-METHODS: Registry[Any] = Registry("method", ("methods",))
-DATASETS: Registry[Any] = Registry("dataset", ("harness.data",))
-METRICS: Registry[Any] = Registry("metric", ("harness.metrics",))
+METHODS: Registry[Any] = Registry("method", ("methods",), "harness.method:EditMethod")
+DATASETS: Registry[Any] = Registry("dataset", ("harness.data",), "harness.data.base:DatasetLoader")
+METRICS: Registry[Any] = Registry("metric", ("harness.metrics",), "harness.metrics.base:Metric", "id")

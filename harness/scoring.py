@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import logging
 import math
 from dataclasses import dataclass
@@ -24,14 +25,13 @@ from harness.background import BackgroundWriter, iter_prefetched
 from harness.data.base import Dataset
 from harness.diffusion.numerics import NonFiniteError
 from harness.metrics.base import Metric, MetricContext, SetMetric
+from harness.results import SCORE_COLUMNS, failed_row, is_fresh, score_row, set_key, set_row
 from harness.store import MethodStore, decode_png, stable_hash
 
 if TYPE_CHECKING:
-    from harness.pipeline import MethodPlan
+    from harness.planning import MethodPlan
 
 log = logging.getLogger("harness")
-
-SCORE_COLUMNS = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
 
 
 def build_metrics(cfg: Mapping[str, Any], metric_classes: list[type[Metric]],
@@ -54,9 +54,8 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     context, metrics = build_metrics(cfg, metric_classes, context)
     set_metrics = [cls(context) for cls in metric_classes if issubclass(cls, SetMetric)]
     if set_metrics and dataset.shard.count > 1:  # a value over one shard would be a different number
-        log.warning("set-level metrics %s are not computed per shard: once every shard has finished, run "
-                    "stages=[score,report] without sharding", [m.id for m in set_metrics])
-        set_metrics = []
+        log.info("set-level metrics %s: this shard stores its samples' features; the merge run (stages=[score,"
+                 "report], shard.count=1) combines every shard's into one value", [m.id for m in set_metrics])
     feature_key = context.key
     strict = bool(cfg.get("strict"))
     sample_ids = dataset.sample_ids()
@@ -64,7 +63,7 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     for plan in plans:
         store = MethodStore(out_dir, dataset.key, plan.key)
         missing = 0
-        read = functools.partial(_score_inputs, store, dataset, metrics, feature_key)
+        read = functools.partial(read_score_inputs, store, dataset, metrics, feature_key)
         with BackgroundWriter() as writer:
             for sample_id, inputs in tqdm(iter_prefetched(read, sample_ids), total=len(sample_ids),
                                           desc=f"score {plan.name}", unit="sample", dynamic_ncols=True):
@@ -77,7 +76,9 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
                 if new_entries:
                     writer.submit(functools.partial(store.update_scores, sample_id, new_entries))
         for metric in set_metrics:
-            rows.append(score_set(metric, dataset, store, plan, feature_key, strict))
+            row = score_set(metric, dataset, store, plan, feature_key, strict)
+            if row is not None:
+                rows.append(row)
         if missing:
             # Scoring covers every sample of the (unsharded) dataset: a gap means an edit or a shard is unfinished.
             log.warning("%s: %d of %d samples have no record yet (not edited, or a shard has not finished); "
@@ -85,14 +86,14 @@ def score_stage(cfg: Mapping[str, Any], dataset: Dataset, out_dir: Path, plans: 
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _ScoreInputs, metrics: list[Metric],
+def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: ScoreInputs, metrics: list[Metric],
                  feature_key: str, strict: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One sample's score rows, and the cache entries it computed (metrics whose cached value was stale).
     A metric that raises gives a `metric_failed` row and a cached error entry (`strict` re-raises)."""
     base = {"dataset": dataset_key, "method": plan.label, "method_key": plan.key, "sample_id": sample_id}
     record = inputs.record
     if record is None or record.get("status") != "ok":
-        return [dict(base, metric=None, value=np.nan, weight=0.0, status="failed")], {}
+        return [failed_row(base)], {}
     if not inputs.trusted:  # output missing or not the one recorded: edit again
         log.warning("%s/%s: stored output does not match its record; not scored", plan.name, sample_id)
         return [], {}
@@ -119,14 +120,12 @@ def score_sample(plan: MethodPlan, dataset_key: str, sample_id: str, inputs: _Sc
                 entry = {"value": None, "error": f"{type(exc).__name__}: {exc}", "version": metric.version,
                          "features": feature_key, "output_sha256": out_hash}
             new_entries[metric.id] = entry
-        value = entry.get("value")
-        rows.append(dict(base, metric=metric.id, value=np.nan if value is None else float(value),
-                         weight=float(entry.get("weight", 1.0)), status=_row_status(value)))
+        rows.append(score_row(base, metric.id, entry))
     return rows, new_entries
 
 
 @dataclass
-class _ScoreInputs:
+class ScoreInputs:
     """What scoring one sample reads from disk, gathered on the prefetch thread."""
 
     record: dict[str, Any] | None
@@ -138,24 +137,20 @@ class _ScoreInputs:
     error: Exception | None = None  # reading the sample or its output failed: every stale metric fails with it
 
 
-def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
-                  sample_id: str) -> _ScoreInputs:
+def read_score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], feature_key: str,
+                      sample_id: str) -> ScoreInputs:
+    """What scoring `sample_id` needs, read once: its record, the verified output, the cached entries and
+    which of them are stale (`harness.results.is_fresh`); the sample and output are decoded only if needed."""
     record = store.load_record(sample_id)
     if record is None or record.get("status") != "ok":
-        return _ScoreInputs(record)
+        return ScoreInputs(record)
     png = store.verified_png(sample_id, record)  # one read of the record and of the PNG per sample
     if png is None:
-        return _ScoreInputs(record)
+        return ScoreInputs(record)
     cache = store.load_scores(sample_id)
     out_hash = record["output"]["sha256"]
-
-    def fresh(metric: Metric) -> bool:
-        entry = cache.get(metric.id)
-        return bool(entry) and (entry.get("version"), entry.get("features"), entry.get("output_sha256")) == (
-            metric.version, feature_key, out_hash)
-
-    stale = frozenset(m.id for m in metrics if not fresh(m))
-    inputs = _ScoreInputs(record, trusted=True, cache=cache, stale=stale)
+    stale = frozenset(m.id for m in metrics if not is_fresh(cache.get(m.id), m.version, feature_key, out_hash))
+    inputs = ScoreInputs(record, trusted=True, cache=cache, stale=stale)
     if stale:
         try:
             inputs.sample = dataset.load(sample_id)
@@ -166,34 +161,37 @@ def _score_inputs(store: MethodStore, dataset: Dataset, metrics: list[Metric], f
 
 
 def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: MethodPlan, feature_key: str,
-              strict: bool) -> dict[str, Any]:
-    """One set-level row: features of every ok sample (cached by sample id and output hash), then the
-    aggregate (cached by the exact list of members). A failure fails the whole set: a value over a subset
-    would be a different number."""
-    row = {"dataset": dataset.name, "method": plan.label, "method_key": plan.key, "sample_id": None, "metric": metric.id}
+              strict: bool) -> dict[str, Any] | None:
+    """One set-level row: features of every ok sample (the set metric's mergeable state, cached by sample id
+    and output hash), then the aggregate (cached by the exact list of members, `harness.results.set_key`).
+
+    A shard stores its samples' features in a part of its own and gives no row (a value over one shard
+    would be a different number); the merge run over all samples merges the parts, so it embeds no sample
+    again and its value is the unsharded one. A failure fails the whole set: a value over a subset would
+    be a different number."""
+    base = {"dataset": dataset.key, "method": plan.label, "method_key": plan.key}
     cache_name = f"{metric.id}-v{metric.version}-{feature_key}"
-    cached = store.load_set_features(cache_name)
+    shard = dataset.shard
     try:
-        members, features, changed = [], [], False
-        for sample_id in dataset.sample_ids():
-            record = store.load_record(sample_id)
-            if not record or record.get("status") != "ok":
-                continue
-            key = stable_hash([sample_id, record["output"]["sha256"]], 16)
-            if key not in cached:
-                cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
-                changed = True
-            members.append(key)
-            features.append(cached[key])
-        if changed:
-            store.save_set_features(cache_name, cached)
-        set_key = stable_hash([metric.version, feature_key, members])
+        if shard.count > 1:
+            part = f"{cache_name}.shard-{shard.index}-of-{shard.count}"
+            cached = store.load_set_features(part)
+            _, changed = _set_features(metric, dataset, store, cached)
+            if changed:
+                store.save_set_features(part, cached)
+            return None
+        cached = store.load_set_features(cache_name)
+        merged = metric.merge_states([*_shard_parts(store, cache_name), cached])
+        members, changed = _set_features(metric, dataset, store, merged)
+        if changed or len(merged) != len(cached):
+            store.save_set_features(cache_name, merged)
+        key = set_key(metric.version, feature_key, members)
         scores = store.load_set_scores()
         entry = scores.get(metric.id)
-        if not entry or entry.get("key") != set_key:
-            value = metric.aggregate(features)
-            entry = {"key": set_key, "value": value.value, "n": len(members),
-                     "settings": metric.context.recorded_settings(metric.id, metric.settings()),
+        if not entry or entry.get("key") != key or "features" not in entry:  # older entries lack what readers check
+            value = metric.aggregate([merged[m] for m in members])
+            entry = {"key": key, "version": metric.version, "features": feature_key, "value": value.value,
+                     "n": len(members), "settings": metric.context.recorded_settings(metric.id, metric.settings()),
                      "info": value.info}
             scores[metric.id] = entry
             store.save_set_scores(scores)
@@ -201,14 +199,29 @@ def score_set(metric: SetMetric, dataset: Dataset, store: MethodStore, plan: Met
         if strict:
             raise
         log.warning("set metric %s failed on %s: %s", metric.id, plan.name, exc)
-        return dict(row, value=np.nan, weight=0.0, status="metric_failed")
-    return dict(row, value=float(entry["value"]), weight=float(entry["n"]), status="ok")
+        return set_row(base, metric.id, None)
+    return set_row(base, metric.id, entry)
 
 
-def _row_status(value: Any) -> str:
-    """`metric_failed` (the metric raised), `undefined` (NaN by the protocol, e.g. PIE-Bench's "nan" for empty
-    or full masks: excluded from means, counted in the leaderboard's `nan` column) or `ok`. Not "nan" itself:
-    pandas would read that status back as a missing value."""
-    if value is None:
-        return "metric_failed"
-    return "undefined" if np.isnan(float(value)) else "ok"
+def _set_features(metric: SetMetric, dataset: Dataset, store: MethodStore,
+                  cached: dict[str, np.ndarray]) -> tuple[list[str], bool]:
+    """The member keys of the dataset's ok samples (in sample-id order), adding the features of those not in
+    `cached` to it; and whether any was added."""
+    members, changed = [], False
+    for sample_id in dataset.sample_ids():
+        record = store.load_record(sample_id)
+        if not record or record.get("status") != "ok":
+            continue
+        key = stable_hash([sample_id, record["output"]["sha256"]], 16)
+        if key not in cached:
+            cached[key] = np.asarray(metric.features(dataset.load(sample_id), store.load_image(sample_id)))
+            changed = True
+        members.append(key)
+    return members, changed
+
+
+def _shard_parts(store: MethodStore, cache_name: str) -> list[dict[str, np.ndarray]]:
+    """The feature parts sharded score stages stored for this set metric, version and feature settings."""
+    folder = store.dir / "_sets"
+    return [store.load_set_features(path.name[: -len(".npz")])
+            for path in sorted(folder.glob(f"{glob.escape(cache_name)}.shard-*.npz"))]

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.metrics.base import reducer, weighted_mean
+
 RESAMPLES = 2000
 LEVEL = 0.95
+Reduce = Callable[..., Any]  # Metric.reduce: (values, weights, axis=-1) -> reduced along axis
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,6 @@ def cell_seed(seed: int, *parts: Any) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32("\x1f".join(map(str, parts)).encode())) % 2 ** 32
 
 
-def _weighted_mean(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (values * weights).sum(axis=axis) / weights.sum(axis=axis)
-
-
 def _interval(data: tuple[np.ndarray, ...], statistic: Any, resamples: int, level: float, seed: int) -> tuple[float, float]:
     n = len(data[0])
     if n < 2:
@@ -69,8 +67,9 @@ def _interval(data: tuple[np.ndarray, ...], statistic: Any, resamples: int, leve
 
 
 def mean_ci(values: Sequence[float], weights: Sequence[float] | None = None, *, failed: int = 0,
-            resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> CellStats:
-    """Mean of the finite `values` (weighted if `weights` are given) with a percentile-bootstrap interval.
+            resamples: int = RESAMPLES, seed: int = 0, reduce: Reduce = weighted_mean) -> CellStats:
+    """`reduce(values, weights)` of the finite `values` (the weighted mean by default; weights 1 if none are
+    given) with a percentile-bootstrap interval: pass the metric's own `Metric.reduce`.
 
     NaN values (metric failures) are dropped; fewer than two values give a NaN interval.
     """
@@ -80,16 +79,17 @@ def mean_ci(values: Sequence[float], weights: Sequence[float] | None = None, *, 
     v, w = v[keep], w[keep]
     if len(v) == 0:
         return CellStats(float("nan"), float("nan"), float("nan"), 0, failed)
-    mean = float(_weighted_mean(v, w))
-    low, high = _interval((v, w), _weighted_mean, resamples, level, seed)
+    mean = float(reduce(v, w))
+    low, high = _interval((v, w), reduce, resamples, LEVEL, seed)
     return CellStats(mean, low, high, int(len(v)), failed)
 
 
 def paired_difference(a: pd.Series, b: pd.Series, weights_a: pd.Series | None = None,
-                      weights_b: pd.Series | None = None, *, resamples: int = RESAMPLES, level: float = LEVEL,
-                      seed: int = 0) -> PairedStats:
-    """(Weighted) mean of `a` minus that of `b` over the sample ids (the Series index) both have finite
-    values for, with a paired percentile-bootstrap interval (samples resampled jointly)."""
+                      weights_b: pd.Series | None = None, *, resamples: int = RESAMPLES, seed: int = 0,
+                      reduce: Reduce = weighted_mean) -> PairedStats:
+    """`reduce` (the metric's; the weighted mean by default) of `a` minus that of `b` over the sample ids
+    (the Series index) both have finite values for, with a paired percentile-bootstrap interval (samples
+    resampled jointly)."""
     frame = pd.DataFrame({"a": a, "b": b,
                           "wa": 1.0 if weights_a is None else weights_a,
                           "wb": 1.0 if weights_b is None else weights_b}).dropna()
@@ -99,25 +99,21 @@ def paired_difference(a: pd.Series, b: pd.Series, weights_a: pd.Series | None = 
     data = tuple(frame[c].to_numpy(dtype=float) for c in ("a", "wa", "b", "wb"))
 
     def statistic(va: np.ndarray, wa: np.ndarray, vb: np.ndarray, wb: np.ndarray, axis: int = -1) -> np.ndarray:
-        return _weighted_mean(va, wa, axis) - _weighted_mean(vb, wb, axis)
+        return reduce(va, wa, axis) - reduce(vb, wb, axis)
 
     diff = float(statistic(*data))
-    low, high = _interval(data, statistic, resamples, level, seed)
+    low, high = _interval(data, statistic, resamples, LEVEL, seed)
     return PairedStats(diff, low, high, int(len(frame)))
 
 
 def score_stats(scores: pd.DataFrame, metric_ids: Sequence[str], *, resamples: int = RESAMPLES,
-                level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
+                seed: int = 0) -> pd.DataFrame:
     """Long table of cell statistics from per-sample score rows (columns of `scoring.score_stage`):
     one row per dataset × method_key × metric with mean, ci_low, ci_high, n and failed.
 
-    Weighted metrics (aggregation `weighted_mean`) use their per-sample weights; unregistered metric ids
-    (e.g. from a store written by a newer checkout) fall back to the plain mean.
+    Each cell is the metric's own `reduce` (`harness.metrics.base.reducer`: the plain mean for
+    metric ids this checkout does not know, e.g. from a store written by a newer checkout).
     """
-    from harness.registry import METRICS
-
-    def weighted(metric_id: str) -> bool:
-        return metric_id in METRICS and METRICS.get(metric_id).aggregation == "weighted_mean"
 
     rows = []
     columns = ["dataset", "method", "method_key", "metric", "mean", "ci_low", "ci_high", "n", "failed"]
@@ -125,7 +121,7 @@ def score_stats(scores: pd.DataFrame, metric_ids: Sequence[str], *, resamples: i
         failed = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
         for metric_id in metric_ids:
             cell = df[(df["metric"] == metric_id) & (df["status"] == "ok")]
-            s = mean_ci(cell["value"], cell["weight"] if weighted(metric_id) else None, failed=failed,
-                        resamples=resamples, level=level, seed=cell_seed(seed, dataset, key, metric_id))
+            s = mean_ci(cell["value"], cell["weight"], failed=failed, resamples=resamples,
+                        seed=cell_seed(seed, dataset, key, metric_id), reduce=reducer(metric_id))
             rows.append([dataset, method, key, metric_id, s.mean, s.ci_low, s.ci_high, s.n, s.failed])
     return pd.DataFrame(rows, columns=columns)

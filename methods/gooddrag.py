@@ -142,7 +142,7 @@ class GoodDrag(DDIMDragMethod):
                     state.dragging, state.stopped = False, "no_change"
                     break
                 drag_loss = motion_supervision(features, state.handles, problem.targets, cfg.r1,
-                                               reference=original_features, reference_points=problem.handles,
+                                               reference=(original_features, problem.handles),
                                                step=cfg.d, weight=weight)
                 loss = drag_loss + cfg.lam * mask_regulariser(x_prev.float(), original_prev, problem.editable)
             scaler.scale(loss).backward()

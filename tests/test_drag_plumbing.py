@@ -132,7 +132,7 @@ def test_motion_supervision_drags_a_bump_to_its_target():
     bump = torch.exp(-((xs - 8) ** 2 + (ys - 12) ** 2) / 18)
     features = torch.stack([bump, xs / 32, ys / 32])[None]
     handles, targets = torch.tensor([[8.0, 12.0]]), torch.tensor([[20.0, 12.0]])
-    outcome = optimise_drag(lambda v: (v, v), features, features, features, handles, targets,
+    outcome = optimise_drag(lambda v: (v, v), features, (features, features), handles, targets,
                             torch.ones(1, 1, 32, 32), DragLoop(n_steps=200, lr=0.02, lam=0.0))
     assert outcome.stopped == "reached" and outcome.distances[0] == 12.0
     assert float((outcome.handles - targets).norm()) < 2

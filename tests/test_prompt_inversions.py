@@ -134,7 +134,7 @@ def test_style_diffusion_optimisation_lowers_its_loss(tiny_models, p2p_inputs, o
     sample, method, latent, cond = p2p_inputs
     schedule = DDIMSchedule.p2p(2)
     style = style_inputs(tiny_models, sample, inner_steps=5, lr=1e-3)
-    inverted = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5, style=style)
+    inverted = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5, style)
     info = inverted.info
     assert info["style_diffusion_iterations"] == [5, math.ceil(5 * math.exp(-0.1))]
     first, last = info["style_diffusion_loss"][0]
@@ -146,7 +146,7 @@ def test_style_diffusion_optimisation_lowers_its_loss(tiny_models, p2p_inputs, o
     for ours, theirs in zip(inverted.latents, plain):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
     start = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5,
-                   style=style_inputs(tiny_models, sample, inner_steps=0))
+                   style_inputs(tiny_models, sample, inner_steps=0))
     assert start.info["style_diffusion_iterations"] == [0, 0] and start.info["style_diffusion_loss"] == [[], []]
 
 
@@ -154,7 +154,7 @@ def test_style_diffusion_early_stop_and_missing_inputs(tiny_models, p2p_inputs):
     sample, method, latent, cond = p2p_inputs
     schedule = DDIMSchedule.p2p(2)
     stopped = invert("style_diffusion", method.eps, schedule, latent, cond, 7.5,
-                     style=style_inputs(tiny_models, sample, inner_steps=5, early_stop=1e9))
+                     style_inputs(tiny_models, sample, inner_steps=5, early_stop=1e9))
     assert stopped.info["style_diffusion_iterations"] == [1, 1]
     with pytest.raises(ValueError, match="needs the image tokens"):
         invert("style_diffusion", method.eps, schedule, latent, cond, 7.5)

@@ -180,7 +180,7 @@ class DDIMDragMethod(EditMethod):
 
             with torch.no_grad():
                 reference, x_prev_0 = unet_at(z)
-            args = (reference, x_prev_0, problem.handles, problem.targets, problem.editable, loop)
+            args = ((reference, x_prev_0), problem.handles, problem.targets, problem.editable, loop)
             if swap is None:
                 return optimise_drag(unet_at, z, *args), None
             original = swap.output.detach().float()

@@ -75,9 +75,12 @@ def _offsets(center: torch.Tensor, others: list[torch.Tensor], radius: int, size
 
 
 def motion_supervision(features: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, radius: int, *,
-                       reference: torch.Tensor | None = None, reference_points: torch.Tensor | None = None,
+                       reference: tuple[torch.Tensor, torch.Tensor] | None = None,
                        step: float = 1.0, weight: float | None = None) -> torch.Tensor:
-    """Σ over handles not yet within 2 px of their target of weight · L1(reference patch, shifted patch)."""
+    """Σ over handles not yet within 2 px of their target of weight · L1(reference patch, shifted patch).
+    `reference`: (feature map, points) the reference patches are cut from (GoodDrag: the original features
+    at the original handles); None: the current features at the current handles, detached."""
+    reference, reference_points = reference if reference is not None else (None, None)
     h, w = features.shape[-2:]
     weight = (2 * radius + 1) ** 2 if weight is None else weight
     loss = features.new_zeros(())
@@ -158,16 +161,18 @@ class DragOutcome:
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def optimise_drag(forward: Forward, variable: torch.Tensor, reference_features: torch.Tensor,
-                  x_prev_0: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, editable: torch.Tensor,
-                  loop: DragLoop) -> DragOutcome:
+def optimise_drag(forward: Forward, variable: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor],
+                  handles: torch.Tensor, targets: torch.Tensor, editable: torch.Tensor, loop: DragLoop) -> DragOutcome:
     """Optimise `variable` with Adam so the handle features move to the targets.
 
-    `forward(variable) -> (features on the supervision grid, one-step DDIM prediction x_{t−1})`. Each
+    `forward(variable) -> (features on the supervision grid, one-step DDIM prediction x_{t−1})`;
+    `reference` is what `forward` gave before any update (the features points are tracked against, and the
+    x_{t−1} the mask regulariser holds the uneditable area to). Each
     iteration: forward; from the second on, track the handles; stop if all are within 2 px; otherwise
     step on motion supervision + λ · mask regulariser (skipped when nothing is masked, unless
     `regularise_empty_mask`).
     """
+    reference_features, x_prev_0 = reference
     device = variable.device
     variable = variable.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([variable], lr=loop.lr)

@@ -19,18 +19,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.current_stream(device).synchronize()
 
 
+@contextlib.contextmanager
+def device_timer(device: torch.device | str | None, peak_memory: bool = True) -> Iterator[dict[str, float]]:
+    """The one device-synchronised timer of the project (edits, method stages, benchmarks): wall clock of the
+    block with its queued GPU work finished (`synchronize` at both ends) and, with `peak_memory`, the peak
+    memory allocated on the device meanwhile (its counter is reset at the start, so a timer nested inside
+    another passes False). Yields a dict whose `seconds` and `peak_mib` (MiB, 0 off the GPU) are filled when
+    the block ends. `device` None or a CPU device: the plain wall clock."""
+    device = torch.device(device) if isinstance(device, str) else device
+    cuda = device is not None and device.type == "cuda"
+    peak_memory = peak_memory and cuda
+    out = {"seconds": 0.0, "peak_mib": 0.0}
+    if cuda:
+        synchronize(device)
+    if peak_memory:
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        if cuda:
+            synchronize(device)
+        if peak_memory:
+            out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        out["seconds"] = time.perf_counter() - start
+
+
 class Stopwatch:
-    """Adds each named stage's device-synchronised seconds to `timings`."""
+    """Adds each named stage's device-synchronised seconds to `timings` (inside an edit, whose own timer
+    measures the peak memory)."""
 
     def __init__(self, device: torch.device, timings: dict[str, float]) -> None:
         self.device, self.timings = device, timings
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        synchronize(self.device)
-        start = time.perf_counter()
+        timer = {"seconds": 0.0}
         try:
-            yield
+            with device_timer(self.device, peak_memory=False) as timer:
+                yield
         finally:
-            synchronize(self.device)
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+            self.timings[stage] = self.timings.get(stage, 0.0) + timer["seconds"]

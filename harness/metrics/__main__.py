@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         key, value = item.split("=", 1)
         options[key] = value
     try:
-        if getattr(METRICS.get(args.metric), "aggregation", "") == "set":
+        from harness.metrics.base import SetMetric
+
+        if issubclass(METRICS.get(args.metric), SetMetric):
             result = compute_folders(args.metric, args.source, args.edited, options)
         else:
             source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")

@@ -1,19 +1,22 @@
 """The metric contract.
 
 A metric has a versioned id naming its protocol (`<quantity>@<protocol>`), the sample families it
-applies to, and `compute(sample, edited, record) -> MetricValue` per sample. `aggregation` says how the
-leaderboard combines per-sample values: `mean` (plain mean over samples) or `weighted_mean` (weights
-carried per sample, e.g. `md_dift@dragdiffusion` pools over all points of all images). `settings()` lists
+applies to, and `compute(sample, edited, record) -> MetricValue` per sample. The metric owns how its
+per-sample values combine into a table cell: `reduce(values, weights, axis)` (the plain mean over samples by
+default; `md_dift@dragdiffusion` pools over all points of all images with `weighted_mean`). Leaderboards,
+bootstrap intervals and report tables all call it, vectorised over resamples. `higher_is_better` and
+`table_scale` say how tables display it (↑/↓, ×scale). `settings()` lists
 what changes the number (network identity, dtype, resize rules, seed policy) and is stored with every row.
 `version` is bumped whenever the computation changes, which invalidates cached scores.
 
 A set-level metric (FID) is a `SetMetric`: `features(sample, edited)` per sample (cached per output like a
-per-sample value) and `aggregate(features)` once per dataset × method set; its value is one row per set.
+per-sample value), `state(features)` a mergeable summary of any subset (shards merge theirs with
+`merge_states`), and `aggregate_state(state)` once per dataset × method set; its value is one row per set.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -27,12 +30,17 @@ class MetricValue:
     info: dict[str, Any] | None = None
 
 
+def weighted_mean(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Σ w·x / Σ w along `axis` (NaN where the weights sum to 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (values * weights).sum(axis=axis) / weights.sum(axis=axis)
+
+
 class Metric:
     id: ClassVar[str] = ""
     version: ClassVar[int] = 1
     families: ClassVar[tuple[Family, ...]] = ("drag",)
     higher_is_better: ClassVar[bool] = False
-    aggregation: ClassVar[str] = "mean"
     table_scale: ClassVar[float] = 1.0
     uses_output: ClassVar[bool] = True  # False for metrics read from the run record (time, memory)
     # True for metrics of the edit's own wall clock or memory: the run then never scores concurrently with
@@ -51,19 +59,47 @@ class Metric:
     def settings(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def reduce(cls, values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+        """One table cell from per-sample values (and their weights) along `axis`: the plain mean over
+        samples. Override for a metric that pools (`weighted_mean`) or reduces otherwise."""
+        return np.mean(values, axis=axis)
+
+
+def reducer(metric_id: str) -> Callable[..., np.ndarray]:
+    """The metric's own `reduce(values, weights, axis)`; the plain mean for an id this checkout does not know
+    (a store written by a newer checkout)."""
+    from harness.registry import METRICS
+
+    return METRICS.get(metric_id).reduce if metric_id in METRICS else Metric.reduce
+
 
 class SetMetric(Metric):
-    """A metric of a whole set of outputs (`aggregation = "set"`). The score stage calls `features` for
-    every scored sample, then `aggregate` on the list (in sample-id order) and stores one row per dataset ×
-    method set with an empty `sample_id` and `weight` = the number of samples aggregated."""
+    """A metric of a whole set of outputs. The score stage calls `features` for every scored sample, then
+    `aggregate` on the list (in sample-id order) and stores one row per dataset × method set with an empty
+    `sample_id` and `weight` = the number of samples aggregated.
 
-    aggregation: ClassVar[str] = "set"
+    Its state is the per-member features, keyed by (sample id, output hash) digests: any subset's state
+    (one shard's) merges with the others' by `merge_states`, and the merged state gives exactly the value
+    of the unsharded run. Why not torchmetrics' (n, Σx, Σxxᵀ) for the Fréchet metrics: the released
+    protocols (pytorch-fid, Paint-by-Example's fid_score.py) take the covariance with `np.cov` over the
+    feature matrix, and the sums formula changes that number by rounding (and with the shard count); the
+    per-member state costs n × dims floats (14 MB for COCOEE's 3,500 CLIP embeddings), already cached."""
 
     def features(self, sample: Sample, edited: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
     def aggregate(self, features: list[np.ndarray]) -> MetricValue:  # pragma: no cover - interface
         raise NotImplementedError
+
+    @staticmethod
+    def merge_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One state from several (shards' parts, the cache): the union of their members. A member present
+        in several has the same features in each (same output, same feature settings)."""
+        merged: dict[str, np.ndarray] = {}
+        for state in states:
+            merged.update(state)
+        return merged
 
     def compute(self, sample: Sample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         raise TypeError(f"{self.id} is a set-level metric: it has no per-sample value (use features/aggregate)")

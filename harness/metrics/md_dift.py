@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.metrics.base import Metric, MetricValue
+from harness.metrics.base import Metric, MetricValue, weighted_mean
 from harness.metrics.dift import DiftFeaturizer
 from harness.metrics.lpips_alex import pil_resize_bilinear, to_unit_range
 from harness.registry import METRICS
@@ -117,7 +117,11 @@ class _MdDift(Metric):
 @METRICS.register("md_dift@dragdiffusion")
 class MdDiftDragDiffusion(_MdDift):
     id = "md_dift@dragdiffusion"
-    aggregation = "weighted_mean"
+
+    @classmethod
+    def reduce(cls, values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Pooled over all points of all images, as DragDiffusion's script: each image weighs its point count."""
+        return weighted_mean(values, weights, axis)
 
     def search_region(self, sample: DragSample, device: torch.device) -> torch.Tensor | None:
         """Where the argmax may land: the whole image (None)."""

@@ -112,7 +112,8 @@ class PromptEditor(EditMethod):
         c = self.config
         settings = NullTextSettings(c.null_text_inner_steps, c.null_text_lr, c.null_text_early_stop)
         style = self.style_inputs(image, seed) if c.inversion == "style_diffusion" else None
-        return invert(c.inversion, self.eps, self.schedule, latent, cond, c.guidance, settings, style)
+        return invert(c.inversion, self.eps, self.schedule, latent, cond, c.guidance,
+                      style if c.inversion == "style_diffusion" else settings)
 
     def style_inputs(self, image: np.ndarray, seed: int) -> StyleInputs:
         c, m, spec = self.config, self.models, self.style_encoder_spec

@@ -89,16 +89,19 @@ def guided_eps(eps_fn: CondEpsFn, x: torch.Tensor, t: int, uncond: torch.Tensor,
 
 
 def invert(kind: str, eps_fn: CondEpsFn, schedule: DDIMSchedule, latent: torch.Tensor, cond: Conditioning,
-           guidance: float, null_text: NullTextSettings = NullTextSettings(),
-           style: style_diffusion.StyleInputs | None = None) -> Inverted:
-    """Run inversion `kind` (one of `INVERSIONS`) on a VAE latent; `style_diffusion` needs `style`."""
+           guidance: float, inputs: NullTextSettings | style_diffusion.StyleInputs | None = None) -> Inverted:
+    """Run inversion `kind` (one of `INVERSIONS`) on a VAE latent. `inputs`: what the kind needs besides —
+    `null_text` its `NullTextSettings` (the defaults if None), `style_diffusion` the image tokens
+    (`StyleInputs`)."""
+    null_text = inputs if isinstance(inputs, NullTextSettings) else NullTextSettings()
+    style = inputs if isinstance(inputs, style_diffusion.StyleInputs) else None
     if kind not in INVERSIONS:
         raise ValueError(f"unknown inversion {kind!r}; valid: {', '.join(INVERSIONS)}")
     steps = schedule.steps
     start = time.perf_counter()
     if kind == "style_diffusion":
         if style is None:
-            raise ValueError("inversion 'style_diffusion' needs the image tokens (style=StyleInputs)")
+            raise ValueError("inversion 'style_diffusion' needs the image tokens (inputs=StyleInputs)")
         latents, values, info = style_diffusion.invert(schedule, latent, cond.source, cond.null, guidance, style)
         info["total_s"] = time.perf_counter() - start
         return Inverted(kind, latents, [cond.null] * steps, values=values, info=info)

@@ -135,18 +135,22 @@ def invert(schedule: DDIMSchedule, latent: torch.Tensor, source: torch.Tensor, n
         with seeded_global_rng(settings.seed):
             mapping = MappingNetwork(style.tokens.shape[1])
         mapping = mapping.to(style.tokens.device)
-        affine, iterations, losses = optimise(unet, schedule, latents, source, null, guidance, style.tokens, mapping,
-                                              [inversion_maps[min(n - i, n - 1)] for i in range(n)], recorder, settings)
+        affine, iterations, losses = optimise(style, schedule, latents, (source, null), guidance, mapping,
+                                              ([inversion_maps[min(n - i, n - 1)] for i in range(n)], recorder))
     info.update(style_diffusion_iterations=iterations, style_diffusion_loss=losses)
     return latents, ValueModulation(affine, math.ceil(settings.value_replace * n)), info
 
 
-def optimise(unet, schedule: DDIMSchedule, latents: list[torch.Tensor], source: torch.Tensor, null: torch.Tensor,
-             guidance: float, tokens: torch.Tensor, mapping: MappingNetwork, target_maps: list[list[torch.Tensor]],
-             recorder: CrossAttentionRecorder, settings: StyleSettings
+def optimise(style: StyleInputs, schedule: DDIMSchedule, latents: list[torch.Tensor], prompts: tuple[torch.Tensor, torch.Tensor],
+             guidance: float, mapping: MappingNetwork,
+             maps: tuple[list[list[torch.Tensor]], CrossAttentionRecorder]
              ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[int], list[list[float]]]:
-    """Step 2 of the module docstring, inside `controlled_attention(unet, recorder)`. Returns per step the
-    optimised (scale, shift), the Adam iterations used and the [first, last] loss (empty without iterations)."""
+    """Step 2 of the module docstring, inside `controlled_attention(style.unet, recorder)`: `prompts` are the
+    (source, null) embeddings, `maps` the inversion's cross-attention maps per step and the recorder that
+    collects the current ones. Returns per step the optimised (scale, shift), the Adam iterations used and
+    the [first, last] loss (empty without iterations)."""
+    unet, tokens, settings = style.unet, style.tokens, style.settings
+    (source, null), (target_maps, recorder) = prompts, maps
     n = schedule.steps
     x = latents[-1]
     affine, iterations, losses = [], [], []

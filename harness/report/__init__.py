@@ -2,7 +2,9 @@
 
 - `spec`, `table`, `render`: paper-vs-ours tables from `reports/*.yaml` (Markdown, LaTeX, CSV, HTML);
   `python -m harness.report <spec> --store <out_dir>`.
-- `collect`: the store (records + cached scores, all shards) read back into score rows.
+- `collect`: the store (records, cached scores and set-level values, all shards) read back into score rows
+  by the score stage's own rules (`harness.results`).
+- `leaderboard`: the run's `scores.csv`, `leaderboard.csv`/`.md` and `leaderboard_ci.csv`.
 - `plots`, `gallery`, `run_page`: the per-run HTML page (leaderboard, ablation plots, time-versus-quality
   scatter, gallery) written by the report stage.
 - `results`: the run's `results.json` (cells with provenance, schema `results.schema.json`), written by the

@@ -1,10 +1,11 @@
 """Read an existing run store back into score rows and method variants, without running anything.
 
 A report is rendered from what the store holds: each method variant folder's `method.json` (what the
-variant is), each sample's record (ok or failed) and its `.scores.json` cache. A cached value is used only
-if it was computed on the output the record names (same SHA-256) and, for metric ids this checkout knows,
-with the current metric version; anything else is counted as stale and left out, never silently mixed in.
-A store written without per-sample files (only `scores.csv`) can still be reported, matched by method name.
+variant is), each sample's record (ok or failed), its `.scores.json` cache and the variant's set-level
+values (`_sets/scores.json`, e.g. FID). Which cached values are used, and how a row's status is set, follow
+the score stage's own rules (harness/results.py); anything else is counted as stale and left out, never
+silently mixed in. A store written without per-sample files (only `scores.csv`) can still be reported,
+matched by method name.
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from harness.store import iter_method_stores
-
-SCORE_COLUMNS = ["dataset", "method", "method_key", "sample_id", "metric", "value", "weight", "status"]
+from harness.results import (SCORE_COLUMNS, failed_row, is_fresh, majority_feature_keys, read_set_rows,
+                             score_row)
+from harness.store import MethodStore, iter_method_stores
 
 
 @dataclass
@@ -60,37 +60,53 @@ def _current_version(metric_id: str) -> int | None:
 
 
 def load_store(root: str | Path) -> StoreScores:
-    """Every variant and per-sample score row under `root` (an `out_dir`), all datasets and shards."""
-    root = Path(root)
+    """Every variant and every fresh score row (per sample and per set) under `root` (an `out_dir`), all
+    datasets and shards."""
     rows: list[dict[str, Any]] = []
     variants: list[Variant] = []
     settings: dict[tuple[str, str], dict[str, Any]] = {}
     stale = 0
-    for store in iter_method_stores(root):
+    for store in iter_method_stores(Path(root)):
         description = store.description()
         model = (description.get("model") or {}).get("identity")
         variants.append(Variant(store.dataset, store.method_key, description.get("method", store.method_key.rsplit("-", 1)[0]),
                                 dict(description.get("config") or {}), model, description))
         base = {"dataset": store.dataset, "method": variants[-1].method, "method_key": store.method_key}
-        for path, record in _records(store.dir):
-            sample_id = record["sample_id"]
-            if record.get("status") != "ok":
-                rows.append(dict(base, sample_id=sample_id, metric=None, value=np.nan, weight=0.0, status="failed"))
-                continue
-            out_hash = (record.get("output") or {}).get("sha256")
-            cache = store.load_scores(sample_id)
-            for metric_id, entry in sorted(cache.items()):
-                version = _current_version(metric_id)
-                if entry.get("output_sha256") != out_hash or (version is not None and entry.get("version") != version):
-                    stale += 1
-                    continue
-                if "settings" in entry:
-                    settings.setdefault((store.dataset, store.method_key), {}).setdefault(metric_id, entry["settings"])
-                value = entry.get("value")
-                rows.append(dict(base, sample_id=sample_id, metric=metric_id,
-                                 value=np.nan if value is None else float(value), weight=float(entry.get("weight", 1.0)),
-                                 status="ok" if value is not None else "metric_failed"))
+        variant_rows, variant_settings, variant_stale = _variant_rows(store, base)
+        rows += variant_rows
+        stale += variant_stale
+        if variant_settings:
+            settings[(store.dataset, store.method_key)] = variant_settings
     return StoreScores(pd.DataFrame(rows, columns=SCORE_COLUMNS), variants, settings, stale)
+
+
+def _variant_rows(store: MethodStore, base: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """One variant's rows, the metric settings recorded with them, and the count of stale values. The run's
+    feature settings are not known here: per metric, the feature key most of the variant's entries share is
+    taken as the run's (`harness.results.majority_feature_keys`) and entries computed with another are stale."""
+    records = [record for _, record in _records(store.dir)]
+    caches = {r["sample_id"]: store.load_scores(r["sample_id"]) for r in records if r.get("status") == "ok"}
+    feature_keys = majority_feature_keys((m, e) for cache in caches.values() for m, e in cache.items())
+    rows, settings, stale = [], {}, 0
+    for record in records:
+        sample_id = record["sample_id"]
+        if record.get("status") != "ok":
+            rows.append(failed_row(dict(base, sample_id=sample_id)))
+            continue
+        out_hash = (record.get("output") or {}).get("sha256")
+        for metric_id, entry in sorted(caches[sample_id].items()):
+            if not is_fresh(entry, _current_version(metric_id), feature_keys[metric_id], out_hash):
+                stale += 1
+                continue
+            if "settings" in entry:
+                settings.setdefault(metric_id, entry["settings"])
+            rows.append(score_row(dict(base, sample_id=sample_id), metric_id, entry))
+    sample_ids = sorted(r["sample_id"] for r in records)
+    set_scores = store.load_set_scores()
+    set_rows, set_stale = read_set_rows(store, base, sample_ids, {m: _current_version(m) for m in set_scores})
+    for row in set_rows:
+        settings.setdefault(row["metric"], set_scores[row["metric"]].get("settings", {}))
+    return rows + set_rows, settings, stale + set_stale
 
 
 def load_scores_csv(path: str | Path) -> StoreScores:

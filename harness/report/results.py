@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.metrics.base import reducer
 from harness.report.collect import StoreScores, load_store
 from harness.stats import LEVEL, RESAMPLES, cell_seed, mean_ci
 from harness.store import MethodStore, atomic_write_json, iter_method_stores, stable_hash
@@ -137,8 +138,20 @@ def _metric_info(metric_id: str) -> dict[str, Any]:
         return {"version": None, "direction": None, "table_scale": 1.0, "aggregation": None, "kind": None}
     cls = METRICS.get(metric_id)
     return {"version": cls.version, "direction": "higher" if cls.higher_is_better else "lower",
-            "table_scale": float(cls.table_scale), "aggregation": cls.aggregation,
+            "table_scale": float(cls.table_scale), "aggregation": _reduction(cls),
             "kind": "output" if cls.uses_output else "measurement"}
+
+
+def _reduction(cls: type) -> str:
+    """How the metric's cells combine samples: `set` (a set-level metric), `mean` (the default `reduce`), or
+    the overriding `reduce` by name (`md_dift@dragdiffusion` pools its points)."""
+    from harness.metrics.base import Metric, SetMetric
+
+    if issubclass(cls, SetMetric):
+        return "set"
+    if cls.reduce.__func__ is Metric.reduce.__func__:
+        return "mean"
+    return f"{cls.__module__}.{cls.__qualname__}.reduce"
 
 
 def _settings_smoke(settings: Mapping[str, Any] | None) -> list[str]:
@@ -154,8 +167,7 @@ def _cells(data: StoreScores, variants: Mapping[str, dict[str, Any]], resamples:
         for metric_id, rows in df[df["metric"].notna()].groupby("metric", sort=True):
             info = _metric_info(str(metric_id))
             ok = rows[rows["status"] == "ok"]
-            weights = ok["weight"] if info["aggregation"] == "weighted_mean" else None
-            s = mean_ci(ok["value"], weights, failed=failed, resamples=resamples,
+            s = mean_ci(ok["value"], ok["weight"], failed=failed, resamples=resamples, reduce=reducer(str(metric_id)),
                         seed=cell_seed(seed, dataset, key, metric_id))
             settings = data.settings.get((dataset, key), {}).get(metric_id)
             cells.append(_cell(variant, str(metric_id), info, mean=_finite(s.mean), n=s.n, failed=failed,

@@ -3,7 +3,6 @@ time-versus-quality scatter and a gallery, in one self-contained file (see `harn
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,9 +11,9 @@ import pandas as pd
 
 from harness.report import html as H
 from harness.report.gallery import gallery_row
+from harness.report.leaderboard import Leaderboard, interval_table, variant_labels
 from harness.report.plots import COST_METRICS, save_figure, time_quality_figure
 from harness.store import MethodStore, atomic_write_bytes
-
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,11 @@ def _time_metric(metric_ids: Sequence[str]) -> str | None:
     return next((m for m in ("time", "time_total_s", "time_edit_s") if m in metric_ids), None)
 
 
-def write_run_page(out_dir: Path, *, title: str, board: pd.DataFrame, stats: pd.DataFrame, metric_ids: Sequence[str],
-                   reasons: Sequence[str], gallery: Sequence[str], ablations: Sequence[AblationSection] = (),
-                   notes: Sequence[str] = ()) -> Path:
-    """Write `<out_dir>/report.html` (and the scatter as `plots/time_vs_quality.png|svg`)."""
-    from harness.pipeline import interval_table, variant_labels
+def write_run_page(out_dir: Path, leaderboard: Leaderboard, *, title: str, gallery: Sequence[str],
+                   ablations: Sequence[AblationSection] = (), notes: Sequence[str] = ()) -> Path:
+    """Write `<out_dir>/report.html` (and the scatter as `plots/time_vs_quality.png|svg`) from what the report
+    stage computed (`leaderboard`: its table, bootstrap statistics and smoke-run reasons)."""
+    board, stats, metric_ids, reasons = leaderboard.board, leaderboard.stats, leaderboard.metric_ids, leaderboard.reasons
 
     parts = [f"<h1>{H.esc(title)}</h1>", f'<p class="meta">{H.esc(str(out_dir))}</p>']
     if reasons:
@@ -83,16 +82,10 @@ def write_run_page(out_dir: Path, *, title: str, board: pd.DataFrame, stats: pd.
     return path
 
 
-def write_standard_page(out_dir: Path, dataset: Any, plans: Sequence[Any], scores: pd.DataFrame, board: pd.DataFrame,
-                        metric_ids: Sequence[str], reasons: Sequence[str], options: dict[str, Any]) -> Path:
+def write_standard_page(out_dir: Path, dataset: Any, plans: Sequence[Any], leaderboard: Leaderboard,
+                        gallery_size: int) -> Path:
     """The page of a plain run (one dataset, the configured method variants)."""
-    from harness.pipeline import variant_labels
-    from harness.stats import score_stats
-
-    resamples, seed = int(options.get("bootstrap", 2000)), int(options.get("ci_seed", 0))
-    stats = score_stats(scores, list(metric_ids), resamples=resamples, seed=seed)
     keys = pd.DataFrame({"dataset": dataset.key, "method": [p.name for p in plans], "method_key": [p.key for p in plans]})
     columns = [(label, dataset.key, key) for label, key in zip(variant_labels(keys), keys["method_key"])]
-    gallery = gallery_columns(dataset, out_dir, columns, int(options.get("gallery", 6)))
-    return write_run_page(out_dir, title=f"editlab run: {dataset.key}", board=board, stats=stats, metric_ids=metric_ids,
-                          reasons=reasons, gallery=gallery)
+    gallery = gallery_columns(dataset, out_dir, columns, gallery_size)
+    return write_run_page(out_dir, leaderboard, title=f"editlab run: {dataset.key}", gallery=gallery)

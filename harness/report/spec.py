@@ -7,7 +7,7 @@ description: ...
 dataset: dragbench_dr            # or datasets: [dragbench_sr, dragbench_dr]
 model: stable-diffusion-v1-5     # optional: keep only variants whose model identity contains this
 metrics:
-  - {id: md_dift@regiondrag, label: MD, scale: 100, better: lower, decimals: 2}
+  - {id: md_dift@regiondrag, label: MD, decimals: 2}   # scale, better: the metric's own unless given
 rows:
   - label: RegionDrag
     method: regiondrag           # null: a published-only row (a method the harness does not run)
@@ -133,6 +133,17 @@ def _text(value: Any) -> str | None:
     return " ".join(value) if isinstance(value, list) else str(value)
 
 
+def _declared(metric_id: str) -> tuple[str, float]:
+    """A metric's declared direction and table scale (`Metric.higher_is_better`, `table_scale`): a spec
+    states `better` or `scale` only to override them. Ids this checkout does not know: lower, 1."""
+    from harness.registry import METRICS
+
+    if metric_id not in METRICS:
+        return "lower", 1.0
+    cls = METRICS.get(metric_id)
+    return ("higher" if cls.higher_is_better else "lower"), float(cls.table_scale)
+
+
 def parse_spec(data: Mapping[str, Any], path: Path) -> ReportSpec:
     where = str(path)
     if not isinstance(data, Mapping):
@@ -153,11 +164,12 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> ReportSpec:
         unknown = set(m) - {"id", "label", "scale", "better", "decimals"}
         if unknown:
             raise SpecError(f"{where}: metrics[{i}] has unknown key(s) {sorted(unknown)}")
-        better = m.get("better", "lower")
+        declared_better, declared_scale = _declared(str(m["id"]))
+        better = m.get("better", declared_better)
         if better not in ("lower", "higher"):
             raise SpecError(f"{where}: metrics[{i}].better must be 'lower' or 'higher', got {better!r}")
-        metrics.append(MetricColumn(str(m["id"]), str(m.get("label", m["id"])), float(m.get("scale", 1.0)), better,
-                                    int(m.get("decimals", 2))))
+        metrics.append(MetricColumn(str(m["id"]), str(m.get("label", m["id"])), float(m.get("scale", declared_scale)),
+                                    better, int(m.get("decimals", 2))))
     if not metrics:
         raise SpecError(f"{where}: 'metrics' is empty")
     metric_ids = {m.id for m in metrics}

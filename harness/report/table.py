@@ -21,8 +21,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.metrics.base import reducer
 from harness.report.collect import StoreScores, Variant
 from harness.report.spec import MetricColumn, Published, ReportSpec, Row
+from harness.results import random_model_reasons
 from harness.stats import RESAMPLES, CellStats, PairedStats, cell_seed, mean_ci, paired_difference
 
 
@@ -131,12 +133,6 @@ def explain_no_match(row: Row, dataset: str, variants: list[Variant], model: str
     return text + (". To widen the match: " + "; ".join(dict.fromkeys(hints)) if hints else "")
 
 
-def _weighted(metric_id: str) -> bool:
-    from harness.registry import METRICS
-
-    return metric_id in METRICS and METRICS.get(metric_id).aggregation == "weighted_mean"
-
-
 def _values(scores: pd.DataFrame, variant: Variant, metric: MetricColumn) -> pd.DataFrame:
     sel = scores[(scores["dataset"] == variant.dataset) & (scores["method_key"] == variant.key)
                  & (scores["metric"] == metric.id) & (scores["status"] == "ok")]
@@ -148,11 +144,8 @@ def _scaled(s: CellStats, scale: float) -> CellStats:
 
 
 def _smoke_notes(store: StoreScores, used: list[Variant]) -> list[str]:
-    reasons = sorted({f"method {v.method} ran on a random-weight model ({v.model})" for v in used
-                      if v.model and v.model.startswith("random:")}
-                     | {f"metric {m} used a random-weight network ({s[k]})" for v in used
-                        for m, s in store.settings.get((v.dataset, v.key), {}).items()
-                        for k in ("network", "model") if "random" in str(s.get(k, ""))})
+    reasons = sorted({reason for v in used for reason in random_model_reasons(
+        [(v.method, v.model)], store.settings.get((v.dataset, v.key), {}))})
     if not reasons:
         return []
     return ["SMOKE RUN: random-weight networks were used, so the 'ours' numbers mean nothing: " + "; ".join(reasons) + "."]
@@ -181,8 +174,8 @@ def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = Non
                 if variant is not None:
                     values = _values(scores, variant, metric)
                     if len(values):
-                        s = mean_ci(values["value"], values["weight"] if _weighted(metric.id) else None, failed=failed,
-                                    resamples=resamples, seed=cell_seed(seed, dataset, variant.key, metric.id))
+                        s = mean_ci(values["value"], values["weight"], failed=failed, resamples=resamples,
+                                    seed=cell_seed(seed, dataset, variant.key, metric.id), reduce=reducer(metric.id))
                         ours = _scaled(s, metric.scale)
                 cells[(row.label, dataset, metric.id)] = Cell(ours, row.published.get(dataset, {}).get(metric.id))
 
@@ -203,10 +196,9 @@ def build_table(spec: ReportSpec, store: StoreScores, *, model: str | None = Non
                 result = PairedStats(float("nan"), float("nan"), float("nan"), 0)
                 if va is not None and vb is not None:
                     a, b = _values(scores, va, metric), _values(scores, vb, metric)
-                    weighted = _weighted(metric.id)
-                    result = paired_difference(a["value"] * metric.scale, b["value"] * metric.scale,
-                                               a["weight"] if weighted else None, b["weight"] if weighted else None,
-                                               resamples=resamples, seed=cell_seed(seed, dataset, comp.a, comp.b, metric.id))
+                    result = paired_difference(a["value"] * metric.scale, b["value"] * metric.scale, a["weight"], b["weight"],
+                                               resamples=resamples, seed=cell_seed(seed, dataset, comp.a, comp.b, metric.id),
+                                               reduce=reducer(metric.id))
                 comparisons.append({"a": comp.a, "b": comp.b, "dataset": dataset, "metric": metric.id,
                                     "label": metric.display_label, "diff": result.diff, "ci_low": result.ci_low,
                                     "ci_high": result.ci_high, "n": result.n})
