@@ -72,7 +72,7 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     pixels = random_judge.TINY_PIXELS if args.smoke else {}
     backend = LocalBackend(arch, device=device, loader=lambda: (model, processor),
-                           identity_name=random_judge.identity_name(arch, 0), **pixels)
+                           identity_name=random_judge.identity_name(arch, 0), pixels=pixels)
     params = sum(p.numel() for p in model.parameters())
     rows, results = [], []
     for batch in [int(b) for b in args.batch_sizes.split(",") if b]:

@@ -202,7 +202,7 @@ class _TinyServer:
         from harness.judges.local import LocalBackend
 
         self.backend = LocalBackend("random_tiny", loader=lambda: random_judge.build("random_tiny"),
-                                    identity_name="tiny", **random_judge.TINY_PIXELS)
+                                    identity_name="tiny", pixels=random_judge.TINY_PIXELS)
         self.fail_first, self.auth, self.requests = fail_first, [], 0
         server = self
 

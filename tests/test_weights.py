@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from harness.cli import main, run
 from harness.config import compose
-from harness.models import hub, weights
+from harness.models import hub, sources, weights
 from harness.models.catalogue import entries
 from harness.models.export import export
 from harness.models.provider import ModelSpec
@@ -231,7 +231,7 @@ def test_fetch_downloads_only_the_files_the_harness_reads(tmp_path, monkeypatch,
 
     # a pinned revision is passed on; a network without safetensors falls back to its .bin files
     calls.clear()
-    source = weights.network_source("openai/clip-vit-base-patch32@" + "1" * 40, "features.clip_vit_b32", "transformers")
+    source = sources.network_source("openai/clip-vit-base-patch32@" + "1" * 40, "features.clip_vit_b32", "transformers")
     hub.fetch(source)
     assert [c["revision"] for c in calls] == ["1" * 40] * 2
     assert calls[0]["allow_patterns"][-1] == "model.safetensors" and calls[1]["allow_patterns"][-1] == "pytorch_model.bin"
@@ -240,11 +240,11 @@ def test_fetch_downloads_only_the_files_the_harness_reads(tmp_path, monkeypatch,
 def test_feature_networks_are_attributed_to_the_metrics_that_read_them():
     from harness.registry import METRICS
 
-    assert weights.feature_used("dift_model", ["time", "md_dift@regiondrag"])
-    assert not weights.feature_used("dift_model", ["lpips_alex@regiondrag", "pie_clip_similarity_whole"])
-    assert weights.feature_used("clip_vit_b32", ["fid@pbe"]) and not weights.feature_used("clip_vit_b32", ["fid_inception@pbe"])
+    assert sources.feature_used("dift_model", ["time", "md_dift@regiondrag"])
+    assert not sources.feature_used("dift_model", ["lpips_alex@regiondrag", "pie_clip_similarity_whole"])
+    assert sources.feature_used("clip_vit_b32", ["fid@pbe"]) and not sources.feature_used("clip_vit_b32", ["fid_inception@pbe"])
     ids = METRICS.names()
-    for patterns in weights.FEATURE_USERS.values():  # no pattern outlives a renamed metric
+    for patterns in sources.FEATURE_USERS.values():  # no pattern outlives a renamed metric
         for pattern in patterns:
             assert any(fnmatch.fnmatch(i, pattern) for i in ids), pattern
 
@@ -267,7 +267,7 @@ def test_weights_obtained_at_load_time_are_checked_then(tmp_path, exported, monk
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(exported["tiny_sd21"]))
-    source = weights.model_source(yaml.safe_load((CONF_DIR / "model" / "sd21.yaml").read_text()), "features.dift_model")
+    source = sources.model_source(yaml.safe_load((CONF_DIR / "model" / "sd21.yaml").read_text()), "features.dift_model")
     lock = weights.Lock(tmp_path / "weights.lock")
     lock.sources[source.location] = dict(weights.entry(source, exported["tiny_sd21"]))
     lock.sources[source.location]["files"] = dict(lock.sources[source.location]["files"], **{"vae/config.json": "0" * 64})

@@ -104,7 +104,8 @@ def resolve_vae(models, vae: str) -> tuple[object, str]:
         return models.vae, f"model (random build; {vae} needs real weights)"
     from diffusers import AutoencoderKL
 
-    from harness.models.weights import checked_dir, network_source
+    from harness.models.sources import network_source
+    from harness.models.weights import checked_dir
 
     directory = checked_dir(network_source(vae, "method.vae", "diffusers_model"))
     module = AutoencoderKL.from_pretrained(str(directory), torch_dtype=models.dtype,

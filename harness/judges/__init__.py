@@ -71,10 +71,10 @@ def build_judge(cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> J
             pixels = random_judge.TINY_PIXELS if model == "random_tiny" else {}
             backend = LocalBackend(model, version=str(cfg.get("version") or ""), device=dev,
                                    loader=lambda: random_judge.build(model, seed, dev, dtype),
-                                   identity_name=random_judge.identity_name(model, seed), **pixels)
+                                   identity_name=random_judge.identity_name(model, seed), pixels=pixels)
         else:
             backend = LocalBackend(model, revision=cfg.get("revision"), version=str(cfg.get("version") or ""),
-                                   device=device, **sizes)
+                                   device=device, pixels=sizes)
     else:
         raise ValueError(f"judge config {cfg.get('name', '?')!r}: field 'backend' must be local or served, got {backend_name!r}")
     return Judge(backend, str(cfg.get("name") or model), batch_size=int(cfg.get("batch_size", 8)))

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from harness.judges.gscore import GScoreError, compute
-    from harness.pipeline import markdown_table
+    from harness.report.leaderboard import markdown_table
     from harness.registry import UnknownNameError
 
     try:

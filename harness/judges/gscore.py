@@ -195,7 +195,7 @@ def _summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _write(out_dir: Path, frame: pd.DataFrame, summary: pd.DataFrame, settings: Mapping[str, Any],
            skipped: list[str], judge: Judge) -> None:
-    from harness.pipeline import markdown_table
+    from harness.report.leaderboard import markdown_table
 
     atomic_write_bytes(out_dir / "gscore.csv", frame.drop(columns=["method_key"]).to_csv(index=False).encode())
     lines = ["# GScore (gscore@gooddrag)", ""]

@@ -16,7 +16,7 @@ import hashlib
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -53,14 +53,14 @@ class LocalBackend:
     """`loader()` returns (model, processor) on first use; `describe` is the identity without the weights."""
 
     def __init__(self, model: str, revision: str | None = None, version: str = "", device: str | torch.device = "cpu",
-                 min_pixels: int | None = None, max_pixels: int | None = None,
-                 loader: Callable[[], tuple[Any, Any]] | None = None, identity_name: str | None = None) -> None:
+                 pixels: Mapping[str, int | None] | None = None, loader: Callable[[], tuple[Any, Any]] | None = None, identity_name: str | None = None) -> None:
         self.model_id = model
         self.revision = revision
         self.version = version
         self.device = torch.device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        # the processor's image-size limits (`min_pixels`, `max_pixels`; None = the checkpoint's own)
+        self.min_pixels, self.max_pixels = (pixels or {}).get("min_pixels"), (pixels or {}).get("max_pixels")
         self._loader = loader
         self._identity_name = identity_name
         self._loaded: tuple[Any, Any] | None = None

@@ -119,9 +119,10 @@ def build_sample(metric_cls, source: np.ndarray, handles: np.ndarray, targets: n
                      "samples only (score exemplar runs through the harness)")
 
 
-def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.ndarray, targets: np.ndarray,
+def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, points: tuple[np.ndarray, np.ndarray],
             options: dict[str, str], mask_path: str | None = None,
             ground_truth: np.ndarray | None = None) -> dict[str, Any]:
+    """One metric on one pair; `points` = (handles, targets), (x, y) pixels."""
     from harness.config import compose
     from harness.metrics.base import MetricContext
     from harness.registry import METRICS
@@ -141,7 +142,7 @@ def compute(metric_id: str, source: np.ndarray, edited: np.ndarray, handles: np.
     if ground_truth is not None and ground_truth.shape != source.shape:
         raise ValueError(f"--ground-truth is {ground_truth.shape[1]}x{ground_truth.shape[0]}, the source image "
                          f"{source.shape[1]}x{source.shape[0]}")
-    sample = build_sample(cls, source, handles, targets, mask, prompts, ground_truth)
+    sample = build_sample(cls, source, *points, mask, prompts, ground_truth)
     metric = cls(MetricContext(features, device=device))
     value = metric.compute(sample, edited, {})
     return {"metric": metric_id, "value": value.value, "weight": value.weight, "settings": metric.settings()}
@@ -218,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             result = compute_folders(args.metric, args.source, args.edited, options)
         else:
             source, edited = _read_image(args.source, "source"), _read_image(args.edited, "edited")
-            handles, targets = parse_points(args.points)
             truth = _read_image(args.ground_truth, "ground-truth") if args.ground_truth else None
-            result = compute(args.metric, source, edited, handles, targets, options, args.mask, truth)
+            result = compute(args.metric, source, edited, parse_points(args.points), options, args.mask, truth)
     except (UnknownNameError, OSError, ValueError, RuntimeError) as exc:  # missing weights or files, bad inputs
         print(f"error: {exc}", file=sys.stderr)
         return 2

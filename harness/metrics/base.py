@@ -74,6 +74,16 @@ def reducer(metric_id: str) -> Callable[..., np.ndarray]:
     return METRICS.get(metric_id).reduce if metric_id in METRICS else Metric.reduce
 
 
+def reduction_name(cls: type[Metric]) -> str:
+    """How `cls`'s cells combine samples, for records: `set` (a set-level metric), `mean` (the default
+    `reduce`), or the overriding `reduce` by name (`md_dift@dragdiffusion` pools its points)."""
+    if issubclass(cls, SetMetric):
+        return "set"
+    if cls.reduce.__func__ is Metric.reduce.__func__:
+        return "mean"
+    return f"{cls.__module__}.{cls.__qualname__}.reduce"
+
+
 class SetMetric(Metric):
     """A metric of a whole set of outputs. The score stage calls `features` for every scored sample, then
     `aggregate` on the list (in sample-id order) and stores one row per dataset × method set with an empty

@@ -108,7 +108,7 @@ class MetricContext:
     def recorded_settings(self, metric_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
         """A metric's settings as stored with each score: plus the weight hashes of the feature networks it
         reads (harness/models/weights.py `FEATURE_USERS`)."""
-        from harness.models.weights import feature_used
+        from harness.models.sources import feature_used
 
         used = {k: v for k, v in self.weights.items() if feature_used(k.removeprefix("features."), [metric_id])}
         return {**settings, "weights": used} if used else dict(settings)

@@ -48,7 +48,8 @@ def from_pretrained(load: Callable[[str], T], spec: str, setting: str) -> T:
     snapshot of only the files the harness reads, verified against the weights lock when one is in effect.
     Failures name the config `setting` that chose it (`features.clip_vit_b32`, `method.pix2pix_zero.captioner`)."""
     from harness.models.hub import WeightsNotFoundError
-    from harness.models.weights import checked_dir, network_source
+    from harness.models.sources import network_source
+    from harness.models.weights import checked_dir
 
     choices = (f"set {setting} to a hub id (network access once, then the Hugging Face cache), a local "
                f"directory holding the checkpoint, or {' / '.join(RANDOM_SPECS)} for a smoke run without weights")

@@ -30,9 +30,9 @@ def _size(n: int) -> str:
 def cmd_list(lock_file: str) -> None:
     """One row per model config and network setting: where it loads from, whether this machine has it,
     its size, and whether its files match the lock."""
-    from harness.models import hub, weights
+    from harness.models import hub, sources, weights
     from harness.models.catalogue import entries
-    from harness.pipeline import markdown_table
+    from harness.report.leaderboard import markdown_table
 
     import pandas as pd
 
@@ -50,12 +50,12 @@ def cmd_list(lock_file: str) -> None:
         if directory is None:
             here, size = "no", ""
             if lock is not None:
-                status = "locked" if weights.lock_key(source) in lock.sources else "not locked"
+                status = "locked" if sources.lock_key(source) in lock.sources else "not locked"
         else:
             record = weights.entry(source, directory)
             here, size = ("directory" if source.is_local else "hf cache"), _size(record["bytes"])
             if lock is not None:
-                locked = lock.sources.get(weights.lock_key(source))
+                locked = lock.sources.get(sources.lock_key(source))
                 status = ("not locked" if locked is None else
                           "ok" if not weights.mismatches(source, record["files"], locked) else "DIFFERS")
         published = source.published_as or ""
@@ -83,14 +83,14 @@ def cmd_fetch(name: str, to: str | None) -> None:
 def cmd_lock(overrides: list[str], lock_file: str) -> None:
     """Resolve (downloading unless offline) and hash every real-weights source of the composed run."""
     from harness.config import compose
-    from harness.models import hub, weights
+    from harness.models import hub, sources, weights
 
     cfg = compose(overrides)
-    sources = weights.run_sources(cfg)
+    sources = sources.run_sources(cfg)
     lock = weights.Lock.read(lock_file) or weights.Lock(Path(lock_file))
     for source in sources:
         directory = hub.resolve(source)
-        lock.sources[weights.lock_key(source)] = record = weights.entry(source, directory)
+        lock.sources[sources.lock_key(source)] = record = weights.entry(source, directory)
         print(f"{source.describe()}: {len(record['files'])} files, {_size(record['bytes'])}, "
               f"revision {record['revision'] or '(local directory)'}")
     if not sources:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.models.hub import WeightsSource
-from harness.models.weights import FEATURE_NETWORKS, METHOD_NETWORKS, model_source, network_source
+from harness.models.sources import FEATURE_NETWORKS, METHOD_NETWORKS, model_source, network_source
 from harness.paths import CONF_DIR
 from harness.registry import UnknownNameError
 

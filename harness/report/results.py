@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.metrics.base import reducer
+from harness.metrics.base import reducer, reduction_name
 from harness.report.collect import StoreScores, load_store
 from harness.stats import LEVEL, RESAMPLES, cell_seed, mean_ci
 from harness.store import MethodStore, atomic_write_json, iter_method_stores, stable_hash
@@ -138,20 +138,9 @@ def _metric_info(metric_id: str) -> dict[str, Any]:
         return {"version": None, "direction": None, "table_scale": 1.0, "aggregation": None, "kind": None}
     cls = METRICS.get(metric_id)
     return {"version": cls.version, "direction": "higher" if cls.higher_is_better else "lower",
-            "table_scale": float(cls.table_scale), "aggregation": _reduction(cls),
+            "table_scale": float(cls.table_scale), "aggregation": reduction_name(cls),
             "kind": "output" if cls.uses_output else "measurement"}
 
-
-def _reduction(cls: type) -> str:
-    """How the metric's cells combine samples: `set` (a set-level metric), `mean` (the default `reduce`), or
-    the overriding `reduce` by name (`md_dift@dragdiffusion` pools its points)."""
-    from harness.metrics.base import Metric, SetMetric
-
-    if issubclass(cls, SetMetric):
-        return "set"
-    if cls.reduce.__func__ is Metric.reduce.__func__:
-        return "mean"
-    return f"{cls.__module__}.{cls.__qualname__}.reduce"
 
 
 def _settings_smoke(settings: Mapping[str, Any] | None) -> list[str]:
@@ -170,10 +159,10 @@ def _cells(data: StoreScores, variants: Mapping[str, dict[str, Any]], resamples:
             s = mean_ci(ok["value"], ok["weight"], failed=failed, resamples=resamples, reduce=reducer(str(metric_id)),
                         seed=cell_seed(seed, dataset, key, metric_id))
             settings = data.settings.get((dataset, key), {}).get(metric_id)
-            cells.append(_cell(variant, str(metric_id), info, mean=_finite(s.mean), n=s.n, failed=failed,
-                               nan=int((ok["value"].isna()).sum()),
-                               metric_failed=int((rows["status"] == "metric_failed").sum()),
-                               ci=None if not math.isfinite(s.ci_low) else [s.ci_low, s.ci_high], settings=settings))
+            cells.append(_cell(variant, str(metric_id), info, dict(
+                mean=_finite(s.mean), n=s.n, failed=failed, nan=int((ok["value"].isna()).sum()),
+                metric_failed=int((rows["status"] == "metric_failed").sum()),
+                ci=None if not math.isfinite(s.ci_low) else [s.ci_low, s.ci_high], settings=settings)))
     return cells
 
 
@@ -186,19 +175,21 @@ def _set_cells(root: Path, variants: Mapping[str, dict[str, Any]], failed: Mappi
             if not isinstance(entry, Mapping):
                 continue
             value = entry.get("value")
-            cells.append(_cell(variant, metric_id, _metric_info(metric_id), mean=_finite(value) if value is not None else None,
-                               n=int(entry.get("n", 0)), failed=failed.get(f"{store.dataset}/{store.method_key}", 0),
-                               nan=0, metric_failed=0, ci=None, settings=entry.get("settings")))
+            cells.append(_cell(variant, metric_id, _metric_info(metric_id), dict(
+                mean=_finite(value) if value is not None else None, n=int(entry.get("n", 0)),
+                failed=failed.get(f"{store.dataset}/{store.method_key}", 0), nan=0, metric_failed=0, ci=None,
+                settings=entry.get("settings"))))
     return cells
 
 
-def _cell(variant: Mapping[str, Any], metric_id: str, info: Mapping[str, Any], *, mean: float | None, n: int, failed: int,
-          nan: int, metric_failed: int, ci: list[float] | None, settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    model = variant.get("model") or {}
+def _cell(variant: Mapping[str, Any], metric_id: str, info: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """One cell: `values` holds mean, n, failed, nan, metric_failed, ci and the score settings."""
+    model, settings = variant.get("model") or {}, values["settings"]
     smoke = _settings_smoke(settings) + (["model=" + model["identity"]] if _is_random(model.get("identity")) else [])
     return {"dataset": variant["dataset"], "method_key": variant["method_key"], "metric": metric_id,
-            "protocol": protocol_of(metric_id), **info, "mean": mean, "n": int(n), "failed": int(failed), "nan": int(nan),
-            "metric_failed": int(metric_failed), "ci": ci, "settings": settings, "smoke": smoke}
+            "protocol": protocol_of(metric_id), **info, "mean": values["mean"], "n": int(values["n"]),
+            "failed": int(values["failed"]), "nan": int(values["nan"]), "metric_failed": int(values["metric_failed"]),
+            "ci": values["ci"], "settings": settings, "smoke": smoke}
 
 
 def _run_section(out_dir: Path, runs: list[tuple[str, dict[str, Any]]], variants: Mapping[str, dict[str, Any]],
