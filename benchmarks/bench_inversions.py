@@ -79,11 +79,11 @@ def run_inversion(kind: str, eps, schedule: DDIMSchedule, latent, image, cond: C
         pix2pix_zero.invert(lambda x, t: eps(x, t, cond.source), schedule, latent, random.Random(1234),
                             pix2pix_zero.NoiseRegularisation())
         return {}
-    inputs = None
+    inputs: NullTextSettings | StyleInputs = null_text
     if kind == "style_diffusion":
         tokens = image_tokens.image_tokens(style["encoder"], image).to(latent.device)
         inputs = StyleInputs(style["unet"], tokens, style["settings"], style["identity"])
-    inverted = invert(kind, eps, schedule, latent, cond, guidance, null_text, inputs)
+    inverted = invert(kind, eps, schedule, latent, cond, guidance, inputs)
     keys = ("null_text_iterations", "style_diffusion_iterations", "style_diffusion_encoder")
     return {k: inverted.info[k] for k in keys if k in inverted.info}
 
