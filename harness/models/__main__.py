@@ -86,14 +86,14 @@ def cmd_lock(overrides: list[str], lock_file: str) -> None:
     from harness.models import hub, sources, weights
 
     cfg = compose(overrides)
-    sources = sources.run_sources(cfg)
+    found = sources.run_sources(cfg)
     lock = weights.Lock.read(lock_file) or weights.Lock(Path(lock_file))
-    for source in sources:
+    for source in found:
         directory = hub.resolve(source)
         lock.sources[sources.lock_key(source)] = record = weights.entry(source, directory)
         print(f"{source.describe()}: {len(record['files'])} files, {_size(record['bytes'])}, "
               f"revision {record['revision'] or '(local directory)'}")
-    if not sources:
+    if not found:
         print("this run loads no real weights (random-weight model and feature networks); nothing to lock")
         return
     lock.write()
