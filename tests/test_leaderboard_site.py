@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -187,9 +188,20 @@ def test_set_metric_values_become_cells_without_an_interval(runs, tmp_path):
     out = tmp_path / "a"
     shutil.copytree(runs["a"], out)
     key = next(v["method_key"] for v in read_results(out)["variants"].values() if v["method"] == "copy_paste")
-    MethodStore(out, "demo", key).save_set_scores({"fid@pbe": {"key": "k", "value": 12.5, "n": 3, "settings": {"network": "x"}}})
+    from harness.registry import METRICS
+    from harness.results import set_key, set_members
+
+    store = MethodStore(out, "demo", key)
+    scores = pd.read_csv(out / "scores.csv")
+    ids = sorted(scores.loc[scores["method"] == "copy_paste", "sample_id"].dropna().unique())
+    version, members = METRICS.get("fid@pbe").version, set_members(store, ids)
+    entry = {"value": 12.5, "n": 3, "version": version, "features": "f", "settings": {"network": "x"}}
+    store.save_set_scores({"fid@pbe": {**entry, "key": set_key(version, "f", members)}})
     cell = next(c for c in build_results(out)["cells"] if c["metric"] == "fid@pbe")
     assert (cell["mean"], cell["n"], cell["ci"], cell["protocol"], cell["direction"]) == (12.5, 3, None, "pbe", "lower")
+    # an entry that does not match the variant's current outputs is stale and never becomes a cell
+    store.save_set_scores({"fid@pbe": {**entry, "key": "k"}})
+    assert not [c for c in build_results(out)["cells"] if c["metric"] == "fid@pbe"]
 
 
 def test_smoke_results_are_refused_unless_asked(runs, tmp_path):

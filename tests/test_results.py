@@ -144,3 +144,28 @@ def test_leaderboards_and_specs_take_direction_and_scale_from_the_metric(cocoee_
                        "metrics": [{"id": "clip_region@pbe"}, {"id": "md_dift@regiondrag"},
                                    {"id": "fid@pbe", "better": "higher"}]}, tmp_path / "s.yaml")
     assert [(m.better, m.scale) for m in spec.metrics] == [("higher", 1.0), ("lower", 100.0), ("higher", 1.0)]
+
+
+def test_results_json_has_one_set_cell_per_variant_counting_its_images(cocoee_run):
+    """results.json reads set rows through the store reader: one FID cell per variant (not a second one
+    from the per-sample path), `n` = the images aggregated, and a stale entry is not published."""
+    from harness.report.results import build_results
+    from harness.store import iter_method_stores
+
+    cells = build_results(cocoee_run, resamples=50)["cells"]
+    keys = [(c["dataset"], c["method_key"], c["metric"]) for c in cells]
+    assert len(keys) == len(set(keys))
+    scores = pd.read_csv(cocoee_run / "scores.csv")
+    fid = scores[scores["metric"] == "fid@pbe"]
+    fid_cells = [c for c in cells if c["metric"] == "fid@pbe"]
+    assert len(fid_cells) == len(fid) > 0
+    assert sorted(c["n"] for c in fid_cells) == sorted(fid["weight"].astype(int))
+    assert all(c["ci"] is None and c["aggregation"] == "set" for c in fid_cells)
+    store = next(s for s in iter_method_stores(cocoee_run) if "fid@pbe" in s.load_set_scores())
+    saved = store.load_set_scores()
+    try:  # an entry whose key no longer matches the variant's members is stale: no cell
+        store.save_set_scores({**saved, "fid@pbe": {**saved["fid@pbe"], "key": "0" * 64}})
+        stale = build_results(cocoee_run, resamples=50)["cells"]
+        assert len([c for c in stale if c["metric"] == "fid@pbe"]) == len(fid_cells) - 1
+    finally:
+        store.save_set_scores(saved)

@@ -148,37 +148,38 @@ def _settings_smoke(settings: Mapping[str, Any] | None) -> list[str]:
 
 
 def _cells(data: StoreScores, variants: Mapping[str, dict[str, Any]], resamples: int, seed: int) -> list[dict[str, Any]]:
+    """Per-sample metrics: each metric's own `reduce` with a bootstrap interval, over the fresh rows."""
     cells = []
     scores = data.scores
     for (dataset, key), df in scores.groupby(["dataset", "method_key"], sort=True):
         variant = variants[f"{dataset}/{key}"]
         failed = int(df.loc[df["status"] == "failed", "sample_id"].nunique())
-        for metric_id, rows in df[df["metric"].notna()].groupby("metric", sort=True):
+        for metric_id, rows in df[df["metric"].notna() & df["sample_id"].notna()].groupby("metric", sort=True):
             info = _metric_info(str(metric_id))
             ok = rows[rows["status"] == "ok"]
             s = mean_ci(ok["value"], ok["weight"], failed=failed, resamples=resamples, reduce=reducer(str(metric_id)),
                         seed=cell_seed(seed, dataset, key, metric_id))
             settings = data.settings.get((dataset, key), {}).get(metric_id)
             cells.append(_cell(variant, str(metric_id), info, dict(
-                mean=_finite(s.mean), n=s.n, failed=failed, nan=int((ok["value"].isna()).sum()),
+                mean=_finite(s.mean), n=s.n, failed=failed, nan=int((rows["status"] == "undefined").sum()),
                 metric_failed=int((rows["status"] == "metric_failed").sum()),
                 ci=None if not math.isfinite(s.ci_low) else [s.ci_low, s.ci_high], settings=settings)))
     return cells
 
 
-def _set_cells(root: Path, variants: Mapping[str, dict[str, Any]], failed: Mapping[str, int]) -> list[dict[str, Any]]:
-    """Set-level metrics (FID): one value per variant, no bootstrap interval (the unit is the whole set)."""
+def _set_cells(data: StoreScores, variants: Mapping[str, dict[str, Any]], failed: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Set-level metrics (FID): one value per variant, no bootstrap interval (the unit is the whole set).
+    The rows are the store reader's (harness/results.py: only entries fresh for the variant's current
+    members, metric version and features), so a stale FID is never published."""
     cells = []
-    for store in iter_method_stores(root):
-        variant = variants[f"{store.dataset}/{store.method_key}"]
-        for metric_id, entry in sorted(store.load_set_scores().items()):
-            if not isinstance(entry, Mapping):
-                continue
-            value = entry.get("value")
-            cells.append(_cell(variant, metric_id, _metric_info(metric_id), dict(
-                mean=_finite(value) if value is not None else None, n=int(entry.get("n", 0)),
-                failed=failed.get(f"{store.dataset}/{store.method_key}", 0), nan=0, metric_failed=0, ci=None,
-                settings=entry.get("settings"))))
+    scores = data.scores
+    for row in scores[scores["sample_id"].isna() & scores["metric"].notna()].itertuples(index=False):
+        name = f"{row.dataset}/{row.method_key}"
+        ok = row.status == "ok"
+        cells.append(_cell(variants[name], str(row.metric), _metric_info(str(row.metric)), dict(
+            mean=_finite(row.value) if ok else None, n=int(row.weight), failed=failed.get(name, 0),
+            nan=int(row.status == "undefined"), metric_failed=int(row.status == "metric_failed"), ci=None,
+            settings=data.settings.get((row.dataset, row.method_key), {}).get(row.metric))))
     return cells
 
 
@@ -237,7 +238,7 @@ def build_results(out_dir: str | Path, *, resamples: int = RESAMPLES, seed: int 
         variants[f"{store.dataset}/{store.method_key}"] = _variant(store, store.description(), main)
     failed = {f"{d}/{k}": int(df.loc[df["status"] == "failed", "sample_id"].nunique())
               for (d, k), df in data.scores.groupby(["dataset", "method_key"])} if len(data.scores) else {}
-    cells = _cells(data, variants, resamples, seed) + _set_cells(out_dir, variants, failed)
+    cells = _cells(data, variants, resamples, seed) + _set_cells(data, variants, failed)
     cells.sort(key=lambda c: (c["dataset"], c["method_key"], c["metric"]))
     return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
