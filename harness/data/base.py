@@ -16,7 +16,7 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from harness.regions import kept_pair_count, subsample_pairs
 from harness.store import InvalidSampleId, sample_relpath
@@ -71,6 +71,12 @@ class DatasetLoader:
         # in, and no path is ever joined onto a root it already contains (`resolve_inside`).
         self.root_path = None if self.root is None else Path(self.root).expanduser().resolve()
         self.options = {**self.option_defaults, **options}
+
+    def check_choice(self, option: str, choices: Iterable[str]) -> None:
+        """Refuse an option value outside `choices`, naming the dataset, the option and the valid values."""
+        if self.options[option] not in choices:
+            raise DataError(f"dataset {self.name!r}: {option} must be one of {list(choices)}, "
+                            f"got {self.options[option]!r}")
 
     @property
     def root_dir(self) -> Path:

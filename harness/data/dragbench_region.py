@@ -36,9 +36,7 @@ class _RegionDragBench(DragBenchD):
 
     def __init__(self, root: str | None = None, **options: Any) -> None:
         super().__init__(root, **options)
-        if self.options["annotations"] not in ANNOTATIONS:
-            raise DataError(f"dataset {self.name!r}: annotations must be one of {list(ANNOTATIONS)}, "
-                            f"got {self.options['annotations']!r}")
+        self.check_choice("annotations", ANNOTATIONS)
         if self.options["annotations"] == "i4p" and self.options["regions"] != "file":
             raise DataError(f"dataset {self.name!r}: annotations=i4p reads the edit inputs from {I4P_FILE}, which "
                             f"needs regions=file (got regions={self.options['regions']!r})")

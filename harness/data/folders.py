@@ -51,9 +51,7 @@ class DragFolderLoader(DatasetLoader):
 
     def __init__(self, root: str | None = None, **options: Any) -> None:
         super().__init__(root, **options)
-        if self.options["regions"] not in self.region_modes:
-            raise DataError(f"dataset {self.name!r}: regions must be one of {list(self.region_modes)}, "
-                            f"got {self.options['regions']!r}")
+        self.check_choice("regions", self.region_modes)
         self._ids: list[str] | None = None
 
     # --- listing -----------------------------------------------------------------------------------

@@ -37,9 +37,7 @@ class VfdBench(DragFolderLoader):
 
     def __init__(self, root: str | None = None, **options: Any) -> None:
         super().__init__(root, **options)
-        if self.options["points"] not in POINT_FILES:
-            raise DataError(f"dataset {self.name!r}: points must be one of {list(POINT_FILES)}, "
-                            f"got {self.options['points']!r}")
+        self.check_choice("points", POINT_FILES)
 
     @property
     def points_file(self) -> str:
