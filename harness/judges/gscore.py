@@ -79,6 +79,19 @@ class GScoreRun:
     judge: Judge | None = None
 
 
+def run_config_and_judge(out_dir: Path, judge_cfg: Mapping[str, Any] | None, purpose: str) -> tuple[dict, dict]:
+    """A finished run's resolved config and the judge to ask about its outputs (`judge_cfg`, else the run's
+    own); `purpose` completes the message when there is no run there."""
+    run_path = Path(out_dir) / "run.json"
+    if not run_path.is_file():
+        raise GScoreError(f"{run_path} not found: {purpose} (python -m harness …)")
+    cfg = json.loads(run_path.read_text())["config"]
+    judge_cfg = dict(judge_cfg or cfg.get("judge") or {})
+    if not judge_cfg:
+        raise GScoreError("no judge: pass judge=<name> (conf/judge/), or run with one configured")
+    return cfg, judge_cfg
+
+
 def compute(out_dir: Path, judge_cfg: Mapping[str, Any] | None = None, methods: list[str] | None = None,
             repeats: int = 10, seed: int = 0, device: str = "auto") -> GScoreRun:
     """Rate every method variant of a finished run side by side (module docstring) and store the scores."""
@@ -89,13 +102,7 @@ def compute(out_dir: Path, judge_cfg: Mapping[str, Any] | None = None, methods: 
     from harness.metrics.base import MetricContext
 
     out_dir = Path(out_dir)
-    run_path = out_dir / "run.json"
-    if not run_path.is_file():
-        raise GScoreError(f"{run_path} not found: GScore rates the outputs of a finished run (python -m harness …)")
-    cfg = json.loads(run_path.read_text())["config"]
-    judge_cfg = dict(judge_cfg or cfg.get("judge") or {})
-    if not judge_cfg:
-        raise GScoreError("no judge: pass judge=<name> (conf/judge/), or run with one configured")
+    cfg, judge_cfg = run_config_and_judge(out_dir, judge_cfg, "GScore rates the outputs of a finished run")
     if repeats < 1:
         raise GScoreError(f"--repeats must be at least 1, got {repeats}")
     dataset = open_dataset(cfg["dataset"])

@@ -12,7 +12,6 @@ cached, recorded answer.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,18 +27,12 @@ def prefill(out_dir: Path, metric_ids: list[str], judge_cfg: Mapping[str, Any] |
     import torch
 
     from harness.data.base import open_dataset
-    from harness.judges.gscore import GScoreError
+    from harness.judges.gscore import GScoreError, run_config_and_judge
     from harness.metrics.base import MetricContext
     from harness.metrics.viescore import VieScore
     from harness.registry import METRICS
 
-    run_path = Path(out_dir) / "run.json"
-    if not run_path.is_file():
-        raise GScoreError(f"{run_path} not found: prefill asks the judge about the outputs of a run (python -m harness …)")
-    cfg = json.loads(run_path.read_text())["config"]
-    judge_cfg = dict(judge_cfg or cfg.get("judge") or {})
-    if not judge_cfg:
-        raise GScoreError("no judge: pass judge=<name> (conf/judge/), or run with one configured")
+    cfg, judge_cfg = run_config_and_judge(out_dir, judge_cfg, "prefill asks the judge about the outputs of a run")
     dataset = open_dataset(cfg["dataset"])
     classes = [METRICS.get(m) for m in metric_ids]
     wrong = [c.id for c in classes if not issubclass(c, VieScore) or dataset.family not in c.families]
