@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -19,19 +18,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from harness.determinism import GLOBAL_RNG_LOCK, seeded_global_rng
+from harness.store import file_sha256
 
 log = logging.getLogger(__name__)
 
 # torchvision `alexnet().features` index → lpips 0.1.4 slice holding it
 _ALEX_SLICES = {"0": "slice1", "3": "slice2", "6": "slice3", "8": "slice4", "10": "slice5"}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.metrics.features import file_sha256
+from harness.store import file_sha256
 from harness.paths import cache_dir
 from harness.store import atomic_write_bytes
 

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from harness.determinism import seeded_global_rng
-from harness.metrics.features import file_sha256, load_state_dict_file
+from harness.metrics.features import load_state_dict_file
+from harness.store import file_sha256
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub names files by the first 8 hex digits of their SHA-256

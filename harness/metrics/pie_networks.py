@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from harness.metrics.features import MetricContext, file_sha256, load_state_dict_file
+from harness.metrics.features import MetricContext, load_state_dict_file
+from harness.store import file_sha256
 from harness.metrics.networks import RANDOM_SPECS, load_network, seeded
 
 DINO_VITB8 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

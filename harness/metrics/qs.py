@@ -30,7 +30,7 @@ import numpy as np
 
 from harness.metrics.base import Metric, MetricValue
 from harness.metrics.clip_vit import ClipImageEmbedding, shared_clip_vit_b32
-from harness.metrics.features import file_sha256
+from harness.store import file_sha256
 from harness.metrics.frechet import embed_arrays
 from harness.registry import METRICS
 from harness.types import ExemplarSample

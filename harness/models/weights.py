@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 from harness.models.hub import WeightsNotFoundError, WeightsSource, cached_dir, files, offline, resolve, snapshot_revision
 from harness.models.sources import feature_sources, lock_key, run_sources
 from harness.paths import cache_dir
+from harness.store import atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,9 @@ def sha256(path: Path) -> str:
         hit = _HASHES.get(key)
         if hit and hit[:2] == stamp:
             return hit[2]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = file_sha256(path)
     with _HASH_LOCK:
         _HASHES[key] = [*stamp, value]
-        from harness.store import atomic_write_json
-
         try:
             atomic_write_json(_hash_cache_path(), _HASHES)
         except OSError as exc:  # a read-only cache costs re-hashing, nothing else
