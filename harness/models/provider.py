@@ -11,7 +11,8 @@ The components are handed to methods and metrics as a `DiffusionModels` bundle t
 
 `pipeline` selects the diffusers pipeline: `stable_diffusion` (default), `sd_inpaint` (9-channel UNet,
 `StableDiffusionInpaintPipeline`) or `paint_by_example` (9-channel UNet conditioned on a CLIP image
-encoder instead of text, `PaintByExamplePipeline`).
+encoder instead of text, `PaintByExamplePipeline`); `flux` and `flux_kontext` build FLUX.1 pipelines
+(harness/models/flux.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from harness import determinism
 
 log = logging.getLogger(__name__)
 
+from harness.models.flux import FLUX_PIPELINES, build_random_flux, load_pretrained_flux
 from harness.models.spec import PIPELINES, ModelSpec
 
 @dataclass
@@ -141,6 +143,8 @@ def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype, setting: str =
     variant = effective_variant(source, directory)
     log.info("loading %s from %s (%s)", spec.path, directory, spec.pipeline)
     try:
+        if spec.pipeline in FLUX_PIPELINES:
+            return load_pretrained_flux(str(directory), spec.pipeline, dtype, spec.use_safetensors)
         if spec.pipeline == "paint_by_example":
             return _load_paint_by_example(str(directory), dtype, variant, spec.use_safetensors)
         cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
@@ -184,7 +188,9 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
     key = (spec.fingerprint(), str(device), str(dtype))
     if key in _CACHE:
         return _CACHE[key]
-    if spec.source == "random":
+    if spec.source == "random" and spec.pipeline in FLUX_PIPELINES:
+        pipe = build_random_flux(spec.arch, spec.seed, device, spec.pipeline, dtype)  # in dtype: no fp32 copy
+    elif spec.source == "random":
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
         pipe = build_random_pipeline(spec.arch, spec.seed, device, spec.pipeline)
     else:
@@ -196,7 +202,7 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval().requires_grad_(False)
-    if spec.channels_last and device.type == "cuda":
+    if spec.channels_last and device.type == "cuda" and hasattr(pipe, "unet"):
         pipe.unet.to(memory_format=torch.channels_last)  # not the VAE: NHWC made its encode/decode slower
     models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype,
                              weights=None if spec.source == "random" else _weights_summary(spec, setting))
