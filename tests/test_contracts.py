@@ -48,8 +48,11 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "regiondrag": dict(steps=4), "p2p": dict(steps=2), "pnp": dict(steps=2), "masactrl": dict(steps=2),
     "pix2pix_zero": dict(steps=2, captioner="random_tiny", regularisation_steps=1),
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
+    "rf_solver_edit": dict(steps=2, inject=2), "fireflow": dict(steps=2), "flowedit": dict(steps=2, n_max=2),
+    "kv_edit": dict(steps=2, skip_step=0), "flux_kontext": dict(steps=2, auto_resize=False),
 }
-OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint"}
+OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "flux_kontext": "tiny_flux_kontext",
+             **dict.fromkeys(("rf_solver_edit", "fireflow", "flowedit", "kv_edit"), "tiny_flux")}
 
 
 def yaml_config(name: str) -> dict:

@@ -52,7 +52,7 @@ def check_size(image: np.ndarray, sample_id: str) -> None:
 @torch.no_grad()
 def encode_image(pipe, image: np.ndarray) -> Packed:
     vae = pipe.vae
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1
     x = x[None].to(vae.device, vae.dtype)
     z = vae.encode(x).latent_dist.mode()
     z = ((z - vae.config.shift_factor) * vae.config.scaling_factor).to(pipe.transformer.dtype)
