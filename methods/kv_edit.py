@@ -40,6 +40,7 @@ class KVEditConfig:
     re_init: bool = False
     attn_mask: bool = False
     clear_mask_border: bool = False  # drop the PIE decoder's forced 1-pixel mask border
+    offload_bank: bool = False  # keep the stored K/V in host memory, as the release does (1024² needs it on 80 GB)
 
     def __post_init__(self) -> None:
         if not 0 <= self.skip_step < self.steps:
@@ -59,6 +60,7 @@ def token_mask(pipe, mask: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tens
 class KVEdit(FlowEditor):
     name = "kv_edit"
     Config = KVEditConfig
+    runtime_fields = ("offload_bank",)  # where the bank lives changes no value
 
     @torch.no_grad()
     def edit(self, sample: PromptEditSample, seed: int) -> EditResult:
@@ -75,6 +77,7 @@ class KVEdit(FlowEditor):
         source, target = self.text(sample.encode_source_prompt), self.text(sample.encode_target_prompt)
         times = self.schedule(c.steps, packed)[c.skip_step:]
         bank = KVBank(idx, packed.latents.shape[1], source.embeds.shape[1], c.attn_scale)
+        bank.offload = c.offload_bank
         if c.attn_mask:
             bank.use_inversion_mask(packed.latents.device)
         with controlled(self.pipe.transformer, bank):

@@ -25,6 +25,7 @@ class KVBank(FlowController):
         self.mask_idx, self.n_img, self.attn_scale = mask_idx, n_img, attn_scale
         self.bank: dict[tuple[int, Site], tuple[torch.Tensor, torch.Tensor]] = {}
         self.inversion_mask: torch.Tensor | None = None
+        self.offload = False  # store in host memory (the release's `.cpu()`): 57 blocks × steps × K/V of all tokens
 
     def use_inversion_mask(self, device: torch.device) -> None:
         """The reference's `create_attention_mask` (bool, [text, image] × [text, image])."""
@@ -49,9 +50,10 @@ class KVBank(FlowController):
         ctx, n = self.context, self.txt_len
         key = (ctx.interval, site)
         if ctx.inverse:
-            self.bank[key] = (k[:, n:].clone(), v[:, n:].clone())
+            store = "cpu" if self.offload else k.device
+            self.bank[key] = (k[:, n:].to(store, copy=True), v[:, n:].to(store, copy=True))
             return sdpa(apply_rope(q, rope), apply_rope(k, rope), v, self.inversion_mask)
-        source_k, source_v = (t.clone() for t in self.bank[key])
+        source_k, source_v = (t.to(q.device, copy=True) for t in self.bank[key])
         source_k[:, self.mask_idx] = k[:, n:]
         source_v[:, self.mask_idx] = v[:, n:]
         rows = torch.cat([torch.arange(n, device=q.device), n + self.mask_idx])
