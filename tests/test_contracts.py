@@ -48,8 +48,9 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "regiondrag": dict(steps=4), "p2p": dict(steps=2), "pnp": dict(steps=2), "masactrl": dict(steps=2),
     "pix2pix_zero": dict(steps=2, captioner="random_tiny", regularisation_steps=1),
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
+    "inpaint4drag": dict(preset="app", steps=2), "fastdrag": dict(steps=4, inversion_strength=0.5),
 }
-OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint"}
+OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "inpaint4drag": "tiny_inpaint"}
 
 
 def yaml_config(name: str) -> dict:

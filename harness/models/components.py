@@ -32,6 +32,9 @@ Builder = Callable[["ComponentSpec", str, Any], Any]
 KIND_MODULES: dict[str, str] = {
     "ip_adapter": "harness.diffusion.ip_adapter",
     "lightningdrag": "methods.lightningdrag",
+    "lcm_lora": "harness.diffusion.lcm",
+    "taesd": "harness.diffusion.lcm",
+    "lcm_unet": "harness.diffusion.lcm",
 }
 _BUILDERS: dict[str, Builder] = {}
 _FILES: dict[str, Callable[["ComponentSpec"], list[str]]] = {}
