@@ -148,3 +148,13 @@ def test_benchmark_preset_equals_the_release(models, tmp_path, monkeypatch):
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b), (a - b).abs().max()
     assert np.array_equal(edited, reference)
+
+
+def test_the_graphed_unet_wrapper_is_transparent_to_the_pipeline(models):
+    """GraphedPipelineUNet (CUDA graphs on GPUs; eager here) must not change what the pipeline computes."""
+    from harness.diffusion.lcm import GraphedPipelineUNet
+
+    m = method(models, preset="app", steps=2)
+    plain = m.edit(square_sample(), 3).image
+    m.pipe.unet = GraphedPipelineUNet(m.pipe.unet)
+    assert np.array_equal(plain, m.edit(square_sample(), 3).image)
