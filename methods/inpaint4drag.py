@@ -46,8 +46,8 @@ class Inpaint4DragConfig:
     kernel_size: int = 5  # inpaint-mask dilation and contour band (even → next odd, 0 = none)
     round_single_reference: bool = False  # False = the release's unrounded one-reference translation
     seeded: bool = True  # the release is unseeded
-    lora: str = "lcm_lora_sd15"  # component fused into the UNet ("" = none)
-    vae: str = "taesd"  # component replacing the SD VAE ("" = the model's own)
+    lora_component: str = "lcm_lora_sd15"  # conf/component/ entry fused into the UNet ("" = none)
+    vae_component: str = "taesd"  # conf/component/ entry replacing the SD VAE ("" = the model's own)
     cuda_graphs: bool = True  # GPU only: replay the UNet calls as CUDA graphs (same kernels, same outputs)
 
     def __post_init__(self) -> None:
@@ -85,8 +85,8 @@ class Inpaint4Drag(EditMethod):
                             f"random_sd15_inpaint or tiny_inpaint), got {models.spec.identity} ({type(models.pipe).__name__})")
         cfg = self.config
         self.models = models
-        lora = load_component(cfg.lora, models) if cfg.lora else None
-        vae = load_component(cfg.vae, models) if cfg.vae else None
+        lora = load_component(cfg.lora_component, models) if cfg.lora_component else None
+        vae = load_component(cfg.vae_component, models) if cfg.vae_component else None
         self.pipe = lcm_inpaint_pipeline(models, lora, vae)
         if cfg.cuda_graphs and models.device.type == "cuda":
             self.pipe.unet = GraphedPipelineUNet(self.pipe.unet)

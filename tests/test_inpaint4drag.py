@@ -85,7 +85,7 @@ class ConstantPipe:
 
 @pytest.mark.parametrize("preset", ["benchmark", "app"])
 def test_composites_q2(models, preset):
-    m = method(models, preset=preset, lora="", vae="")
+    m = method(models, preset=preset, lora_component="", vae_component="")
     m.pipe = ConstantPipe()
     sample = square_sample()
     out = m.edit(sample, 0).image

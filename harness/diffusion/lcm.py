@@ -59,7 +59,12 @@ def random_lora(unet, rank: int, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-@component_builder("lcm_lora")
+def _files(*names: str):
+    """The hub files a real build reads (fetch and the weights lock), under the component's subfolder."""
+    return lambda spec: ["/".join(p for p in (spec.subfolder, name) if p) for name in names]
+
+
+@component_builder("lcm_lora", files=lambda spec: [spec.weight_name or "pytorch_lora_weights.safetensors"])
 def build_lcm_lora(spec: ComponentSpec, variant: str, models) -> dict[str, torch.Tensor]:
     """The LoRA's state dict as diffusers' `load_lora_weights` takes it (its own key conversion included)."""
     if variant == "real":
@@ -69,7 +74,7 @@ def build_lcm_lora(spec: ComponentSpec, variant: str, models) -> dict[str, torch
     return random_lora(models.unet, LORA_RANKS[_arch(spec, variant, LORA_RANKS)], spec.seed)
 
 
-@component_builder("taesd")
+@component_builder("taesd", files=_files("config.json", "diffusion_pytorch_model.safetensors"))
 def build_taesd(spec: ComponentSpec, variant: str, models):
     from diffusers import AutoencoderTiny
 
@@ -82,7 +87,7 @@ def build_taesd(spec: ComponentSpec, variant: str, models):
     return vae.to(models.device, models.dtype).eval().requires_grad_(False)
 
 
-@component_builder("lcm_unet")
+@component_builder("lcm_unet", files=_files("config.json", "diffusion_pytorch_model.safetensors"))
 def build_lcm_unet(spec: ComponentSpec, variant: str, models):
     from diffusers import UNet2DConditionModel
 
