@@ -26,6 +26,8 @@ from harness.models import load_models  # noqa: E402
 from harness.registry import METHODS  # noqa: E402
 
 METHODS_TIMED = ("regiondrag", "dragdiffusion", "dragnoise", "freedrag", "gooddrag", "sdedrag")
+# on their own models/components, split into load / warm-up / per-image, beside their releases (bench_fast_drag.py)
+STAGED = ("inpaint4drag", "fastdrag")
 _FEW = dict(lora_steps=2, lora_resolution=64, lora_batch_size=1, steps=5)
 FEW_STEPS = {  # warm-up runs, and the whole run under --smoke
     "regiondrag": {},
@@ -64,7 +66,8 @@ def timed_edit(method, sample, device: torch.device) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> Path:
     parser = benchmark_parser(__doc__, "tiny model on the CPU at 64×64, few steps", "JSON path (default benchmarks/results/)")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED + STAGED)
+    parser.add_argument("--releases", type=Path, default=None, help="fetched releases to time beside ours (STAGED methods)")
     args = parser.parse_args(argv)
     harness_runtime()
     size = 64 if args.smoke else args.size
@@ -77,6 +80,17 @@ def main(argv: list[str] | None = None) -> Path:
     names = ["regiondrag", *[n for n in args.methods if n != "regiondrag"]]  # RegionDrag is the yardstick
     payload: dict[str, Any] = {"size": size, "model": models.describe(), "seed": 42, "methods": {}}
     for name in names:
+        if name in STAGED:
+            from benchmarks.bench_fast_drag import staged
+
+            try:
+                payload["methods"][name] = staged(name, args.smoke, size, args.releases)
+                print(name, {k: payload["methods"][name][k] for k in ("load_s", "warmup_s", "per_image_s")}, flush=True)
+            except Exception as exc:
+                payload.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
+                print(f"{name} failed: {payload['failed'][name]}", flush=True)
+            write_result("drag_methods", payload, args.smoke, args.out)  # keep what is measured so far
+            continue
         try:
             build(name, models, FEW_STEPS[name]).edit(sample, 42)  # warm-up
             params = FEW_STEPS[name] if args.smoke else {}

@@ -50,8 +50,10 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
     "rf_solver_edit": dict(steps=2, inject=2), "fireflow": dict(steps=2), "flowedit": dict(steps=2, n_max=2),
     "kv_edit": dict(steps=2, skip_step=0), "flux_kontext": dict(steps=2, auto_resize=False),
+    "inpaint4drag": dict(preset="app", steps=2), "fastdrag": dict(steps=4, inversion_strength=0.5),
 }
 OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "flux_kontext": "tiny_flux_kontext",
+             "inpaint4drag": "tiny_inpaint",
              **dict.fromkeys(("rf_solver_edit", "fireflow", "flowedit", "kv_edit"), "tiny_flux")}
 
 
