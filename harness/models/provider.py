@@ -11,7 +11,8 @@ The components are handed to methods and metrics as a `DiffusionModels` bundle t
 
 `pipeline` selects the diffusers pipeline: `stable_diffusion` (default), `sd_inpaint` (9-channel UNet,
 `StableDiffusionInpaintPipeline`) or `paint_by_example` (9-channel UNet conditioned on a CLIP image
-encoder instead of text, `PaintByExamplePipeline`).
+encoder instead of text, `PaintByExamplePipeline`); the instruction editors' `instruct_pix2pix` and
+`qwen_image_edit` are built and loaded by harness/models/instruct.py.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from harness import determinism
+from harness.models import instruct
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,8 @@ def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype, setting: str =
     variant = effective_variant(source, directory)
     log.info("loading %s from %s (%s)", spec.path, directory, spec.pipeline)
     try:
+        if spec.pipeline in instruct.INSTRUCT_PIPELINES:
+            return instruct.load_pretrained(spec.pipeline, str(directory), dtype, variant, spec.use_safetensors)
         if spec.pipeline == "paint_by_example":
             return _load_paint_by_example(str(directory), dtype, variant, spec.use_safetensors)
         cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
@@ -184,7 +188,9 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
     key = (spec.fingerprint(), str(device), str(dtype))
     if key in _CACHE:
         return _CACHE[key]
-    if spec.source == "random":
+    if spec.source == "random" and spec.pipeline in instruct.INSTRUCT_PIPELINES:
+        pipe = instruct.build_random(spec.pipeline, spec.arch, spec.seed, device, dtype)
+    elif spec.source == "random":
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
         pipe = build_random_pipeline(spec.arch, spec.seed, device, spec.pipeline)
     else:
