@@ -48,8 +48,11 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "regiondrag": dict(steps=4), "p2p": dict(steps=2), "pnp": dict(steps=2), "masactrl": dict(steps=2),
     "pix2pix_zero": dict(steps=2, captioner="random_tiny", regularisation_steps=1),
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
+    "instruct_pix2pix": dict(steps=2, resolution=64), "magicbrush": dict(steps=2, resolution=64),
+    "qwen_image_edit": dict(steps=2, area=64 * 64),
 }
-OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint"}
+OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "instruct_pix2pix": "tiny_instruct_pix2pix",
+             "magicbrush": "tiny_instruct_pix2pix", "qwen_image_edit": "tiny_qwen_image_edit"}
 
 
 def yaml_config(name: str) -> dict:
