@@ -49,12 +49,12 @@ def _clip_image(ctx, image):  # the reference: model.encode_image(preprocess(PIL
 
 def test_magicbrush_scores_against_the_target_and_emu_edit_against_the_source(ctx, triple):
     sample, edited = triple
-    to_tensor = lambda x: torch.from_numpy(x.astype(np.float32) / 255)  # noqa: E731 (ToTensor's values)
+    from torchvision.transforms.functional import to_tensor  # the reference's transforms.ToTensor()
     for metric_id, reference in (("l1@magicbrush", sample.ground_truth), ("l1@emu_edit", sample.image)):
         value = score(ctx, metric_id, sample, edited)
-        assert value.value == pytest.approx(float(torch.nn.L1Loss()(to_tensor(edited), to_tensor(reference))), abs=0)
+        assert value.value == pytest.approx(float(torch.nn.L1Loss()(to_tensor(Image.fromarray(edited)), to_tensor(Image.fromarray(reference)))), abs=0)
     assert score(ctx, "l2@magicbrush", sample, edited).value == pytest.approx(
-        float(torch.nn.MSELoss()(to_tensor(edited), to_tensor(sample.ground_truth))), abs=0)
+        float(torch.nn.MSELoss()(to_tensor(Image.fromarray(edited)), to_tensor(Image.fromarray(sample.ground_truth)))), abs=0)
     clip_i = score(ctx, "clip_i@magicbrush", sample, edited)
     expected = 1 - distance.cosine(_clip_image(ctx, edited), _clip_image(ctx, sample.ground_truth))
     assert clip_i.value == pytest.approx(expected, abs=1e-12) and clip_i.info == {"against": "target"}
