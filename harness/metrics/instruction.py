@@ -90,7 +90,7 @@ class PixelDistance(InstructionMetric):
             edited = np.asarray(Image.fromarray(edited).resize(reference.shape[1::-1], Image.BICUBIC))
         # ToTensor's layout and arithmetic (C×H×W, uint8 → float32, ÷255): the loss's float32 sum order then
         # matches the reference's exactly
-        a, b = (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).contiguous().float().div(255)
+        a, b = (torch.tensor(x).permute(2, 0, 1).contiguous().float().div(255)  # a copy: samples are read-only
                 for x in (edited, reference))
         loss = torch.nn.L1Loss() if self.loss == "l1" else torch.nn.MSELoss()
         return float(loss(a, b))
