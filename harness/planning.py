@@ -74,14 +74,16 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
 def plan_model(model_cfg: Mapping[str, Any]) -> ModelSpec:
     """The model spec, checked without loading anything (a typo in `model.arch` fails before any work)."""
     from harness.models.architectures import ARCHITECTURES
+    from harness.models.flux import FLUX_ARCHITECTURES, FLUX_PIPELINES
 
     try:
         spec = ModelSpec.from_config(model_cfg)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
-    if spec.source == "random" and spec.arch not in ARCHITECTURES:
+    archs = FLUX_ARCHITECTURES if spec.pipeline in FLUX_PIPELINES else ARCHITECTURES
+    if spec.source == "random" and spec.arch not in archs:
         raise ConfigError(f"model config {spec.name!r}: unknown random architecture arch={spec.arch!r}; "
-                          f"valid: {', '.join(sorted(ARCHITECTURES))}")
+                          f"valid: {', '.join(sorted(archs))}")
     return spec
 
 

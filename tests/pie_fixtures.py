@@ -23,5 +23,6 @@ def pie_sample(name: str = "000000000001", mask: str = "box", size: int = 64, se
         m[:] = True
     return PromptEditSample(sample_id=f"pie_test/1_change_object/{name}", image=(image * 255).astype(np.uint8),
                             source_prompt="a red [ball] on a table", target_prompt="a red [apple] on a table",
-                            blended_words=("ball", "apple"), mask=m, edit_type=1, edit_type_name="change_object",
-                            instruction="turn the ball into an apple", category="1_change_object")
+                            blended_words=("ball", "apple"), mask=m, instruction="change the ball to an apple",
+                            edit_type=1, edit_type_name="change_object",
+                            category="1_change_object")

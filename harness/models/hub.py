@@ -45,6 +45,11 @@ _WEIGHT_PATTERNS["sd_inpaint"] = _WEIGHT_PATTERNS["instruct_pix2pix"] = _WEIGHT_
 _WEIGHT_PATTERNS["qwen_image_edit"] = [
     "model_index.json", "scheduler/scheduler_config.json", "transformer/*.json", "transformer/*.safetensors",
     "vae/config.json", "vae/{dm}", "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "processor/*"]
+# FLUX.1 repositories: sharded transformer and T5 weights (not the single-file `flux1-*.safetensors` copy)
+_WEIGHT_PATTERNS["flux"] = _WEIGHT_PATTERNS["flux_kontext"] = _PIPELINE_COMMON + [
+    "transformer/*.json", "transformer/diffusion_pytorch_model*.safetensors", "vae/config.json", "vae/{dm}",
+    "text_encoder/config.json", "text_encoder/{tm}", "text_encoder_2/*.json", "text_encoder_2/model*.safetensors",
+    "tokenizer/*", "tokenizer_2/*"]
 
 
 class WeightsNotFoundError(OSError):

@@ -11,8 +11,9 @@ The components are handed to methods and metrics as a `DiffusionModels` bundle t
 
 `pipeline` selects the diffusers pipeline: `stable_diffusion` (default), `sd_inpaint` (9-channel UNet,
 `StableDiffusionInpaintPipeline`) or `paint_by_example` (9-channel UNet conditioned on a CLIP image
-encoder instead of text, `PaintByExamplePipeline`); the instruction editors' `instruct_pix2pix` and
-`qwen_image_edit` are built and loaded by harness/models/instruct.py.
+encoder instead of text, `PaintByExamplePipeline`); `flux` and `flux_kontext` build FLUX.1 pipelines
+(harness/models/flux.py); the instruction editors' `instruct_pix2pix` and `qwen_image_edit` are built and
+loaded by harness/models/instruct.py.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from harness.models import instruct
 
 log = logging.getLogger(__name__)
 
+from harness.models.flux import FLUX_PIPELINES, build_random_flux, load_pretrained_flux
 from harness.models.spec import PIPELINES, ModelSpec
 
 @dataclass
@@ -143,6 +145,8 @@ def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype, setting: str =
     variant = effective_variant(source, directory)
     log.info("loading %s from %s (%s)", spec.path, directory, spec.pipeline)
     try:
+        if spec.pipeline in FLUX_PIPELINES:
+            return load_pretrained_flux(str(directory), spec.pipeline, dtype, spec.use_safetensors)
         if spec.pipeline in instruct.INSTRUCT_PIPELINES:
             return instruct.load_pretrained(spec.pipeline, str(directory), dtype, variant, spec.use_safetensors)
         if spec.pipeline == "paint_by_example":
@@ -188,7 +192,9 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
     key = (spec.fingerprint(), str(device), str(dtype))
     if key in _CACHE:
         return _CACHE[key]
-    if spec.source == "random" and spec.pipeline in instruct.INSTRUCT_PIPELINES:
+    if spec.source == "random" and spec.pipeline in FLUX_PIPELINES:
+        pipe = build_random_flux(spec.arch, spec.seed, device, spec.pipeline, dtype)  # in dtype: no fp32 copy
+    elif spec.source == "random" and spec.pipeline in instruct.INSTRUCT_PIPELINES:
         pipe = instruct.build_random(spec.pipeline, spec.arch, spec.seed, device, dtype)
     elif spec.source == "random":
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
@@ -202,7 +208,7 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval().requires_grad_(False)
-    if spec.channels_last and device.type == "cuda":
+    if spec.channels_last and device.type == "cuda" and hasattr(pipe, "unet"):
         pipe.unet.to(memory_format=torch.channels_last)  # not the VAE: NHWC made its encode/decode slower
     models = DiffusionModels(spec=spec, pipe=pipe, device=device, dtype=dtype,
                              weights=None if spec.source == "random" else _weights_summary(spec, setting))
