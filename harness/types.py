@@ -106,7 +106,10 @@ class DragSample:
 
 @dataclass(frozen=True)
 class PromptEditSample:
-    """A prompt-editing sample (PIE-Bench style). Prompts keep their `[ ]` markers; `encode_*` strip them."""
+    """A prompt- or instruction-editing sample (PIE-Bench style). Prompts keep their `[ ]` markers; `encode_*`
+    strip them. `instruction` is what instruction editors read; `ground_truth` is the target image where a
+    benchmark has one (MagicBrush-style `instruction_folder` datasets): the `@magicbrush` metrics score
+    against it, and methods never see it."""
 
     sample_id: str
     image: np.ndarray
@@ -120,10 +123,12 @@ class PromptEditSample:
     category: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     family: Family = "prompt"
+    ground_truth: np.ndarray | None = None  # uint8 H×W×3 target image
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_array(self.image, np.uint8))
         object.__setattr__(self, "mask", _frozen_array(self.mask, bool))
+        object.__setattr__(self, "ground_truth", _frozen_array(self.ground_truth, np.uint8))
 
     @property
     def encode_source_prompt(self) -> str:

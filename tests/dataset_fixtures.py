@@ -208,6 +208,24 @@ def write_cocoee(root: Path, ids: Sequence[int] = COCOEE_IDS) -> Path:
     return root
 
 
+# --- instruction_folder -----------------------------------------------------------------------------
+
+
+def write_instruction_folder(root: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    """Two samples: one with a target image and both captions (MagicBrush-style), one with only the image and
+    the instruction, in its own category."""
+    w, h = size
+    write_image(root / "images" / "cat.png", gradient_image(w, h, 0))
+    write_image(root / "targets" / "cat.png", gradient_image(w, h, 5))
+    write_image(root / "images" / "street.jpg", gradient_image(w, h, 1), quality=90)
+    write_json(root / "instructions.json", {
+        "cat": {"image": "images/cat.png", "instruction": "give the cat a red hat", "target": "targets/cat.png",
+                "input_caption": "a cat on a sofa", "output_caption": "a cat wearing a red hat on a sofa"},
+        "street": {"image": "images/street.jpg", "instruction": "make it night", "category": "global"},
+    })
+    return root
+
+
 def sized_drag_dataset(sizes: dict[str, tuple[int, int]], unreadable: Sequence[str] = ()):
     """An in-memory `Dataset` of flat drag samples `sized/cat/<name>` with the given (width, height) each;
     `inspect` fails for the `unreadable` names, as for an image whose header cannot be read."""

@@ -20,7 +20,8 @@ from harness.data.__main__ import main as data_main
 from harness.data.base import open_dataset
 from harness.paths import PROJECT_ROOT
 from tests.dataset_fixtures import (gradient_image, write_cocoee, write_drag100_sample, write_dragbench_s_sample,
-                                    write_dragbench_tree, write_image, write_pie_bench)
+                                    write_dragbench_tree, write_image, write_instruction_folder,
+                                    write_pie_bench)
 
 WRITERS = {
     "dragbench_d": lambda root: write_dragbench_tree(root),
@@ -30,6 +31,7 @@ WRITERS = {
     "drag100": lambda root: [write_drag100_sample(root / n) for n in ("tiger_0", "plants_3")] and root,
     "pie_bench": write_pie_bench,
     "cocoee": lambda root: write_cocoee(root),
+    "instruction_folder": write_instruction_folder,
 }
 
 

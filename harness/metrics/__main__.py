@@ -114,7 +114,7 @@ def build_sample(metric_cls, source: np.ndarray, handles: np.ndarray, targets: n
                           ground_truth=ground_truth)
     if "prompt" in metric_cls.families:
         return PromptEditSample(sample_id="cli/pair/0", image=source, source_prompt=prompts.get("prompt", ""),
-                                target_prompt=prompts.get("target_prompt", ""), mask=mask)
+                                target_prompt=prompts.get("target_prompt", ""), mask=mask, ground_truth=ground_truth)
     raise ValueError(f"{metric_cls.id} scores {'/'.join(metric_cls.families)} samples; `compute` builds drag and prompt "
                      "samples only (score exemplar runs through the harness)")
 

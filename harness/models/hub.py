@@ -40,7 +40,11 @@ _WEIGHT_PATTERNS: dict[str, list[str]] = {
     "diffusers_model": ["config.json", "{dm}"],
     "transformers": ["*.json", "*.txt", "{tm}"],
 }
-_WEIGHT_PATTERNS["sd_inpaint"] = _WEIGHT_PATTERNS["stable_diffusion"]
+_WEIGHT_PATTERNS["sd_inpaint"] = _WEIGHT_PATTERNS["instruct_pix2pix"] = _WEIGHT_PATTERNS["stable_diffusion"]
+# Qwen-Image-Edit: sharded transformer and text encoder (index JSON + shards), the Qwen2.5-VL processor files
+_WEIGHT_PATTERNS["qwen_image_edit"] = [
+    "model_index.json", "scheduler/scheduler_config.json", "transformer/*.json", "transformer/*.safetensors",
+    "vae/config.json", "vae/{dm}", "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "processor/*"]
 # FLUX.1 repositories: sharded transformer and T5 weights (not the single-file `flux1-*.safetensors` copy)
 _WEIGHT_PATTERNS["flux"] = _WEIGHT_PATTERNS["flux_kontext"] = _PIPELINE_COMMON + [
     "transformer/*.json", "transformer/diffusion_pytorch_model*.safetensors", "vae/config.json", "vae/{dm}",

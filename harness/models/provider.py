@@ -12,7 +12,8 @@ The components are handed to methods and metrics as a `DiffusionModels` bundle t
 `pipeline` selects the diffusers pipeline: `stable_diffusion` (default), `sd_inpaint` (9-channel UNet,
 `StableDiffusionInpaintPipeline`) or `paint_by_example` (9-channel UNet conditioned on a CLIP image
 encoder instead of text, `PaintByExamplePipeline`); `flux` and `flux_kontext` build FLUX.1 pipelines
-(harness/models/flux.py).
+(harness/models/flux.py); the instruction editors' `instruct_pix2pix` and `qwen_image_edit` are built and
+loaded by harness/models/instruct.py.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from harness import determinism
+from harness.models import instruct
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ def load_pretrained_pipeline(spec: ModelSpec, dtype: torch.dtype, setting: str =
     try:
         if spec.pipeline in FLUX_PIPELINES:
             return load_pretrained_flux(str(directory), spec.pipeline, dtype, spec.use_safetensors)
+        if spec.pipeline in instruct.INSTRUCT_PIPELINES:
+            return instruct.load_pretrained(spec.pipeline, str(directory), dtype, variant, spec.use_safetensors)
         if spec.pipeline == "paint_by_example":
             return _load_paint_by_example(str(directory), dtype, variant, spec.use_safetensors)
         cls = StableDiffusionInpaintPipeline if spec.pipeline == "sd_inpaint" else StableDiffusionPipeline
@@ -190,6 +194,8 @@ def load_models(cfg: Mapping[str, Any] | ModelSpec, setting: str = "model") -> D
         return _CACHE[key]
     if spec.source == "random" and spec.pipeline in FLUX_PIPELINES:
         pipe = build_random_flux(spec.arch, spec.seed, device, spec.pipeline, dtype)  # in dtype: no fp32 copy
+    elif spec.source == "random" and spec.pipeline in instruct.INSTRUCT_PIPELINES:
+        pipe = instruct.build_random(spec.pipeline, spec.arch, spec.seed, device, dtype)
     elif spec.source == "random":
         # Build directly on the target device: a full-size SD on the CPU first would cost ~20 s.
         pipe = build_random_pipeline(spec.arch, spec.seed, device, spec.pipeline)

@@ -14,15 +14,16 @@ from harness.models.spec import ModelSpec
 RANDOM_SPECS = ("random", "random_tiny")
 # string settings that name a network, and the kind of checkpoint each is (method settings: per method)
 FEATURE_NETWORKS = {"clip_vit_b32": "transformers", "clip_vitl14": "transformers", "dino_vitb8": "transformers",
-                    "dinov2_base": "transformers"}
+                    "dinov2_base": "transformers", "dino_vits16": "transformers"}
 METHOD_NETWORKS = {"vae": "diffusers_model", "style_image_encoder": "transformers", "captioner": "transformers"}
 # which metric ids load each feature network (fnmatch patterns), so a lock and a score row cover only the
 # networks a run's metrics read (features=standard names them all). A metric that loads a feature network
 # adds its id here.
 FEATURE_USERS = {"dift_model": ("md_dift@*", "md_dift_*@*"),
-                 "clip_vit_b32": ("clip_region@pbe", "qs@pbe", "fid@pbe", "clip_gt@*"),
+                 "clip_vit_b32": ("clip_region@pbe", "qs@pbe", "fid@pbe", "clip_gt@*", "clip_i@*", "clip_t@*",
+                                  "clip_out@*", "clip_dir@*"),
                  "clip_vitl14": ("pie_clip_*",), "dino_vitb8": ("pie_structure_distance",),
-                 "dinov2_base": ("md_dino@*",)}
+                 "dinov2_base": ("md_dino@*",), "dino_vits16": ("dino@*",)}
 
 
 def feature_used(name: str, metric_ids: Iterable[str] | None) -> bool:

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-PIPELINES = ("stable_diffusion", "sd_inpaint", "paint_by_example", "flux", "flux_kontext")
+PIPELINES = ("stable_diffusion", "sd_inpaint", "paint_by_example", "flux", "flux_kontext", "instruct_pix2pix",
+             "qwen_image_edit")
 
 
 @dataclass(frozen=True)
