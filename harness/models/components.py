@@ -31,7 +31,6 @@ Builder = Callable[["ComponentSpec", str, Any], Any]
 # kind adds its line here, or is imported before `load_component` asks for the kind)
 KIND_MODULES: dict[str, str] = {
     "ip_adapter": "harness.diffusion.ip_adapter",
-    "lightningdrag": "methods.lightningdrag",
 }
 _BUILDERS: dict[str, Builder] = {}
 _FILES: dict[str, Callable[["ComponentSpec"], list[str]]] = {}
