@@ -134,3 +134,41 @@ def test_parity_with_the_release_with_ip_adapter(tiny_models):
     with method.ip.attached(tiny_models.unet, 0.5):
         theirs = run_reference(reference, sample, 42)
     assert np.array_equal(ours, theirs)
+
+
+def test_real_weights_path_loads_the_released_layout(tmp_path, tiny_models):
+    """A directory laid out like h94/IP-Adapter (models/<weight_name> as a pickled checkpoint, models/image_encoder
+    as a transformers directory) loads through the real-weights path and gives the random build's outputs
+    when it holds the same tensors: real and random weights share every line after the file read."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from harness.models.components import ComponentSpec
+
+    random_ip = load_component("ip_adapter_plus_sd15", tiny_models)
+    (tmp_path / "models").mkdir()
+    torch.save(random_state_dict("ip_adapter_plus_tiny", tiny_models.unet, 0), tmp_path / "models" / "ip-adapter-plus_sd15.bin")
+    random_ip.image_encoder.save_pretrained(tmp_path / "models" / "image_encoder")
+    spec = dataclasses.replace(ComponentSpec.read("ip_adapter_plus_sd15"), path=str(tmp_path))
+    base = SimpleNamespace(spec=dataclasses.replace(tiny_models.spec, source="pretrained", path="local/sd"),
+                           unet=tiny_models.unet, pipe=tiny_models.pipe, device=tiny_models.device, dtype=tiny_models.dtype)
+    real_ip = load_component(spec, base)
+    assert real_ip is not random_ip
+    image = make_sample().image
+    embeds = real_ip.image_embeds(image)
+    assert torch.equal(embeds, random_ip.image_embeds(image))
+    outs = []
+    for ip in (real_ip, random_ip):
+        with ip.attached(tiny_models.unet, 0.5):
+            outs.append(_unet_out(tiny_models, added_cond_kwargs={"image_embeds": [embeds]}))
+    assert torch.equal(*outs)
+
+
+def test_lock_covers_the_components_a_run_loads():
+    from harness.config import compose
+    from harness.models.sources import run_sources
+
+    names = lambda overrides: [s.setting for s in run_sources(compose(["model=sd15", "method=[regiondrag]", *overrides]))]
+    assert names([]) == ["model", "component.ip_adapter_plus_sd15"]
+    assert names(["method.regiondrag.ip_adapter=off"]) == ["model"]
+    assert names(["model=tiny"]) == []  # random models load no real weights
