@@ -13,6 +13,7 @@ the JSON records the updates each run actually made (`drag_updates`) next to the
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,16 @@ FEW_STEPS = {  # warm-up runs, and the whole run under --smoke
     "gooddrag": dict(_FEW, drag_end_step=2, track_per_step=2, max_drag_per_track=2, point_tracking_border="intended"),
     "sdedrag": dict(lora_steps=2, steps=20, t0=0.3),
 }
+# timed variants of a registered method: name → (method, config overrides); run with --methods NAME
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "regiondrag_ip_off": ("regiondrag", {"ip_adapter": "off"}),  # RegionDrag without its IP-Adapter Plus
+}
 INFO_KEYS = ("drag_updates", "drag_stopped", "tracks", "rounds", "sub_drags", "lora_cache")
 
 
 def build(name: str, models, params: dict[str, Any]):
+    name, overrides = VARIANTS.get(name, (name, {}))
+    params = {**overrides, **params}
     cls = METHODS.get(name)
     if "lora_cache" in {f for f in cls.Config.__dataclass_fields__}:
         params = {**params, "lora_cache": False}
@@ -66,7 +73,7 @@ def timed_edit(method, sample, device: torch.device) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> Path:
     parser = benchmark_parser(__doc__, "tiny model on the CPU at 64×64, few steps", "JSON path (default benchmarks/results/)")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=METHODS_TIMED + STAGED)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=[*METHODS_TIMED, *VARIANTS, *STAGED])
     parser.add_argument("--releases", type=Path, default=None, help="fetched releases to time beside ours (STAGED methods)")
     args = parser.parse_args(argv)
     harness_runtime()
@@ -92,10 +99,17 @@ def main(argv: list[str] | None = None) -> Path:
             write_result("drag_methods", payload, args.smoke, args.out)  # keep what is measured so far
             continue
         try:
-            build(name, models, FEW_STEPS[name]).edit(sample, 42)  # warm-up
-            params = FEW_STEPS[name] if args.smoke else {}
+            few = FEW_STEPS[VARIANTS.get(name, (name,))[0]]
+            t0 = time.perf_counter()
+            warm = build(name, models, few)  # loads the method's components (IP-Adapter, ...) once per process
+            load_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            warm.edit(sample, 42)  # warm-up
+            warmup_s = time.perf_counter() - t0
+            params = few if args.smoke else {}
             method = build(name, models, params)
             run = timed_edit(method, sample, models.device)
+            run.update(load_s=load_s, warmup_s=warmup_s)
         except Exception as exc:  # record the failure and time the other methods
             payload.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
             print(f"{name} failed: {payload['failed'][name]}", flush=True)

@@ -8,7 +8,9 @@ generation timed in the same process, the FLOP floor, and (optionally) the refer
 
 `--reference DIR` points at a checkout of Visual-AI/RegionDrag (its `region_utils/` folder; never
 committed here). Its `drag()` runs on the same random pipeline and seed; the InstantDrag import block is
-stripped and IP-Adapter is disabled (as in our default), so both compute the same function.
+stripped, and its `load_model` returns our models with our IP-Adapter Plus (the component that
+`method.regiondrag.ip_adapter=plus` loads: the same random weights) attached to the UNet, as its
+`pipe.load_ip_adapter` would; `--ip-adapter off` disables it on both sides.
 """
 from __future__ import annotations
 
@@ -47,14 +49,14 @@ def batched_edits(models, sample: DragSample, batch_sizes: list[int], repeat: in
     the same image edited alone (batching changes rounding only)."""
     import dataclasses
 
-    single = RegionDrag.build({})
+    single = RegionDrag.build({"ip_adapter": "off"})  # batched edits are measured without IP-Adapter
     single.setup(models)
     out = []
     for size in batch_sizes:
         samples = [dataclasses.replace(sample, sample_id=f"bench/synthetic/{i}",
                                        image=np.ascontiguousarray(np.roll(sample.image, 7 * i, axis=(0, 1))))
                    for i in range(size)]
-        method = RegionDrag.build({"batch_size": size})
+        method = RegionDrag.build({"batch_size": size, "ip_adapter": "off"})
         method.setup(models)
         timing = time_fn(lambda: method.edit_batch(samples, 42), warmup=1, repeat=max(2, repeat // 2))
         together = method.edit_batch(samples, 42)
@@ -66,8 +68,9 @@ def batched_edits(models, sample: DragSample, batch_sizes: list[int], repeat: in
     return out
 
 
-def load_reference(ref_dir: Path, models):
-    """Import RegionDrag's `region_utils.drag` without InstantDrag and with our random models."""
+def load_reference(ref_dir: Path, models, ip=None):
+    """Import RegionDrag's `region_utils.drag` without InstantDrag and with our random models; `ip`: our
+    IP-Adapter (its image encoder and preprocessing go to the reference; attach it around `run_reference`)."""
     from diffusers import DPMSolverMultistepScheduler
 
     sys.path.insert(0, str(ref_dir))
@@ -94,8 +97,9 @@ def load_reference(ref_dir: Path, models):
         pipe.vae.register_to_config(_name_or_path="random")
     scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     module.load_model = lambda *a, **k: (pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.unet, scheduler,
-                                         None, None, None, None)
-    module.ip_encode_image = lambda *a, **k: []  # no IP-Adapter: the UNet ignores an empty image_embeds list
+                                         ip and ip.feature_extractor, ip and ip.image_encoder, None, None)
+    if ip is None:
+        module.ip_encode_image = lambda *a, **k: []  # no IP-Adapter: the UNet ignores an empty image_embeds list
     cycle_sde.load_model = module.load_model
     return module
 
@@ -119,7 +123,7 @@ def breakdown(models, method: RegionDrag, sample: DragSample) -> dict[str, float
              "vae_decode": lambda: decode_to_uint8(models.vae, latent),
              "unet_call_eager": lambda: models.unet(latent, t, encoder_hidden_states=text)}
     if models.device.type == "cuda":
-        _, capture, _ = method._unet_runners(latent, text, int(method.config.start_t * method.config.steps))
+        _, capture, _ = method._unet_runners(latent, (text,), int(method.config.start_t * method.config.steps))
         parts["unet_call_graph"] = lambda: capture(latent, t, text)
     with torch.no_grad():
         return {name: time_fn(fn, warmup=2, repeat=10)["median_s"] for name, fn in parts.items()}
@@ -139,6 +143,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true", help="NHWC UNet/VAE (model.channels_last)")
     parser.add_argument("--reference", type=Path, default=None, help="checkout of Visual-AI/RegionDrag")
+    parser.add_argument("--ip-adapter", default="plus", choices=["plus", "off"], help="method.regiondrag.ip_adapter")
     parser.add_argument("--cudnn-attention", action="store_true", help="allow cuDNN SDPA (the harness's cudnn_attention=true)")
     parser.add_argument("--batch-sizes", default="", help="e.g. 2,4,8: per-sample time of batched edits "
                         "(method.regiondrag.batch_size) and their max |Δ| against one-at-a-time edits")
@@ -157,7 +162,7 @@ def main() -> None:
 
     ours = time_fn(lambda: method.edit(sample, 42), warmup=1 if args.smoke else 3, repeat=repeat)
     rows.append({"what": "regiondrag (ours, CUDA graphs on GPU)", **ours})
-    eager_method = RegionDrag.build({"cuda_graphs": False})
+    eager_method = RegionDrag.build({"cuda_graphs": False, "ip_adapter": args.ip_adapter})
     eager_method.setup(models)
     eager = time_fn(lambda: eager_method.edit(sample, 42), warmup=1, repeat=repeat)
     rows.append({"what": "regiondrag (ours, eager)", **eager})
@@ -184,15 +189,20 @@ def main() -> None:
     payload["flop_floor_s"] = flops / (rate * 1e12) if rate == rate else None
 
     if args.reference is not None:
-        reference = load_reference(args.reference.resolve(), models)
+        import contextlib
+
+        reference = load_reference(args.reference.resolve(), models, method.ip)
+        attached = (lambda: method.ip.attached(models.unet, method.config.ip_adapter_scale)) if method.ip else contextlib.nullcontext
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        ref_image = run_reference(reference, sample, 42)
+        with attached():
+            ref_image = run_reference(reference, sample, 42)
         our_image = method.edit(sample, 42).image
         diff = np.abs(ref_image.astype(int) - our_image.astype(int))
         payload["reference_max_abs_diff"] = int(diff.max())
         payload["reference_mean_abs_diff"] = float(diff.mean())
         payload["reference_identical_fraction"] = float((diff == 0).mean())
-        ref = time_fn(lambda: run_reference(reference, sample, 42), warmup=1, repeat=repeat)
+        with attached():
+            ref = time_fn(lambda: run_reference(reference, sample, 42), warmup=1, repeat=repeat)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
         rows.append({"what": "regiondrag (reference code)", **ref})
         payload["reference"] = ref

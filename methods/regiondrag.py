@@ -35,6 +35,8 @@ from harness.registry import METHODS
 from harness.types import DragSample, EditResult
 
 GATES = ("as_released", "paper", "first_step")
+# `ip_adapter` values → component config (conf/component/<name>.yaml); `off` loads none
+IP_ADAPTERS = {"plus": "ip_adapter_plus_sd15", "off": None}
 
 
 @dataclass
@@ -44,7 +46,14 @@ class RegionDragConfig:
     end_t: float = 0.2
     noise_scale: float = 1.0  # α of the handle blur: 1.0 for evaluation, 0.6 in the UI
     copy_paste_gate: str = "as_released"
-    ip_adapter: str = "off"  # the released code's IP-Adapter Plus (scale 0.5) needs h94/IP-Adapter weights
+    # IP-Adapter Plus with the source image as image prompt, as the release always loads it
+    # (`cycle_sde.py::load_model`); `off` is the plain UNet (the output before IP-Adapter existed here)
+    ip_adapter: str = "plus"
+    ip_adapter_scale: float = 0.5
+    # what the image tokens are: `as_released` passes [zero image, source] embeddings to the batch-1 UNet
+    # call (get_eps keeps `v[-1:]` of a one-element list), so diffusers' IP processor attends to both (32
+    # tokens for Plus); `source` passes the source image's tokens only (16)
+    ip_adapter_tokens: str = "as_released"
     cuda_graphs: bool = True  # replay the UNet calls as CUDA graphs on a GPU (identical outputs, less overhead)
     # equal-size samples per UNet call. 1 = one at a time, bit-identical to the reference code; more changes
     # fp16 rounding (other kernel tilings) and makes the per-sample time a share of the batch's
@@ -64,8 +73,10 @@ class RegionDragConfig:
                              f"steps >= {min_steps(self.start_t)} for start_t={self.start_t}")
         if self.batch_size < 1:
             raise ValueError(f"regiondrag: batch_size must be >= 1, got {self.batch_size}")
-        if self.ip_adapter != "off":
-            raise ValueError("regiondrag: ip_adapter other than 'off' is not supported yet (no IP-Adapter weights offline)")
+        if self.ip_adapter not in IP_ADAPTERS:
+            raise ValueError(f"regiondrag: ip_adapter must be one of {sorted(IP_ADAPTERS)}, got {self.ip_adapter!r}")
+        if self.ip_adapter_tokens not in ("as_released", "source"):
+            raise ValueError(f"regiondrag: ip_adapter_tokens must be 'as_released' or 'source', got {self.ip_adapter_tokens!r}")
 
 
 def min_steps(start_t: float) -> int:
@@ -89,27 +100,43 @@ class RegionDrag(EditMethod):
     name = "regiondrag"
     Config = RegionDragConfig
     runtime_fields = ("cuda_graphs",)
-    key_omits_default = ("batch_size",)
+    key_omits_default = ("batch_size", "ip_adapter_scale", "ip_adapter_tokens")
     max_cached_shapes = 4
 
+    def components(self) -> tuple[str, ...]:
+        name = IP_ADAPTERS[self.config.ip_adapter]
+        return (name,) if name else ()
+
     def setup(self, models) -> None:
+        from harness.models.components import load_component
+
         self.models = models
         self.sde, self.timesteps = CycleSDE.on_dpm_solver_grid(models.scheduler_config, self.config.steps)
         self._runners: dict[tuple[int, ...], tuple] = {}
+        self.ip = load_component(self.components()[0], models) if self.components() else None
 
-    def _unet_runners(self, latent: torch.Tensor, text: torch.Tensor, n_slots: int):
+    def _image_embeds(self, samples: list[DragSample]) -> tuple[torch.Tensor, ...]:
+        """The UNet's extra condition per call: () without IP-Adapter, else the image embeddings of the
+        source images, per sample [zero image, source] (`as_released`) or [source]."""
+        if self.ip is None:
+            return ()
+        with_uncond = self.config.ip_adapter_tokens == "as_released"
+        return (torch.cat([self.ip.image_embeds(np.array(s.image), with_uncond) for s in samples]).to(self.models.dtype),)
+
+    def _unet_runners(self, latent: torch.Tensor, cond: tuple[torch.Tensor, ...], n_slots: int):
         """(bank, eps_capture, eps_paste) for this latent shape: UNet calls that record K/V into the bank's
         current slot, and calls that replace K/V by it. On a GPU they are CUDA graphs, cached per shape."""
         m = self.models
-        key = (*latent.shape, n_slots)
+        key = (*latent.shape, n_slots, *(c.shape[0] for c in cond))
         if key in self._runners:
             return self._runners[key]
         bank = KVBank(m.unet, n_slots)
 
         def call(mode):
-            def run(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            def run(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, *image: torch.Tensor) -> torch.Tensor:
+                extra = {"added_cond_kwargs": {"image_embeds": list(image)}} if image else {}
                 with (bank.capture() if mode == "capture" else bank.paste()):
-                    return m.unet(x, t, encoder_hidden_states=cond).sample
+                    return m.unet(x, t, encoder_hidden_states=text, **extra).sample
             return run
 
         if not (self.config.cuda_graphs and m.device.type == "cuda"):
@@ -118,8 +145,8 @@ class RegionDrag(EditMethod):
             from harness.diffusion.graphs import GraphedCall
 
             t = torch.tensor(500, device=m.device)
-            capture = GraphedCall(call("capture"), (latent, t, text))
-            paste = GraphedCall(call("paste"), (latent, t, text))
+            capture = GraphedCall(call("capture"), (latent, t, *cond))
+            paste = GraphedCall(call("paste"), (latent, t, *cond))
             if len(self._runners) >= self.max_cached_shapes:
                 self._runners.pop(next(iter(self._runners)))
                 torch.cuda.empty_cache()
@@ -143,6 +170,12 @@ class RegionDrag(EditMethod):
 
     @torch.no_grad()
     def edit_batch(self, samples: list[DragSample], seed: int) -> list[EditResult]:
+        if self.ip is None:
+            return self._edit_batch(samples, seed)
+        with self.ip.attached(self.models.unet, self.config.ip_adapter_scale):
+            return self._edit_batch(samples, seed)
+
+    def _edit_batch(self, samples: list[DragSample], seed: int) -> list[EditResult]:
         """Equal-size samples through one UNet call per step. Every random draw comes from the sample's own
         generator in the order a lone edit makes it (VAE sample, inversion noise, handle blur), so a batch of
         one is the single-sample edit, and larger batches differ from it by rounding only."""
@@ -158,18 +191,19 @@ class RegionDrag(EditMethod):
             pairs.append((source.to(device), target.to(device)))
             n_clipped.append(n_clipped_src + n_clipped_trg)
         text = torch.cat([m.encode_prompt(s.prompt) for s in samples])
+        cond = (text, *self._image_embeds(samples))
         mask = torch.cat([F.interpolate(torch.from_numpy(s.editing_mask.astype(np.uint8))[None, None].to(device),
                                         size=(lh, lw)) for s in samples]).expand_as(latent) == 1
 
         start = int(cfg.start_t * cfg.steps)
         t0 = time.perf_counter()
-        bank, unet_capture, unet_paste = self._unet_runners(latent, text, start)
+        bank, unet_capture, unet_paste = self._unet_runners(latent, cond, start)
         timestep = torch.zeros((), dtype=torch.long, device=device)
 
         def eps_with(unet_call):
             def eps(x: torch.Tensor, t: int) -> torch.Tensor:
                 timestep.fill_(t)
-                return unet_call(x, timestep, text)
+                return unet_call(x, timestep, *cond)
             return eps
 
         trajectory, noises = [latent], []

@@ -31,7 +31,6 @@ Builder = Callable[["ComponentSpec", str, Any], Any]
 # kind adds its line here, or is imported before `load_component` asks for the kind)
 KIND_MODULES: dict[str, str] = {
     "ip_adapter": "harness.diffusion.ip_adapter",
-    "lightningdrag": "methods.lightningdrag",
     "lcm_lora": "harness.diffusion.lcm",
     "taesd": "harness.diffusion.lcm",
     "lcm_unet": "harness.diffusion.lcm",
