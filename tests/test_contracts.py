@@ -39,7 +39,7 @@ DATASET_NAMES = builtin(DATASETS, "harness")
 METRIC_IDS = builtin(METRICS, "harness")
 
 # Fields a method's YAML leaves out on purpose: the shared DDIM-drag `preset` field of methods without presets.
-NOT_IN_YAML = {("freedrag", "preset"), ("gooddrag", "preset")}
+NOT_IN_YAML = {("freedrag", "preset"), ("gooddrag", "preset"), ("draglora", "preset")}
 _DDIM = dict(lora_steps=1, lora_resolution=64, lora_batch_size=1, steps=4)
 SMALL = {  # small step overrides so that every method runs in seconds on the tiny model
     "dragdiffusion": dict(_DDIM, n_pix_step=2), "dragnoise": dict(_DDIM, n_pix_step=2),
@@ -48,6 +48,7 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "regiondrag": dict(steps=4), "p2p": dict(steps=2), "pnp": dict(steps=2), "masactrl": dict(steps=2),
     "pix2pix_zero": dict(steps=2, captioner="random_tiny", regularisation_steps=1),
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
+    "draglora": dict(_DDIM, n_pix_step=2),
 }
 OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint"}
 
