@@ -59,6 +59,12 @@ class EditMethod:
     def edit(self, sample: Sample, seed: int) -> EditResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def components(self) -> tuple[str, ...]:
+        """The add-on components (conf/component/<name>.yaml, harness/models/components.py) this configured
+        method loads: their identities join the store key (harness/planning.py) and their real weights the
+        weights lock. The default loads none."""
+        return ()
+
     def max_batch(self) -> int:
         """How many equal-size samples `edit_batch` takes at once (1: no batching)."""
         return 1

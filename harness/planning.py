@@ -63,6 +63,13 @@ def plan_methods(method_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], da
             description["model"] = {"identity": spec.identity, "dtype": str(spec.resolved_dtype()).replace("torch.", "")}
             if spec.memory_format:
                 description["model"]["memory_format"] = spec.memory_format
+            if method.components():
+                from harness.models.components import component_identity
+
+                try:
+                    description["components"] = {c: component_identity(c, spec) for c in method.components()}
+                except ValueError as exc:
+                    raise ConfigError(f"method {name!r}: {exc}") from exc
         if kernels:
             description["kernels"] = dict(kernels)
         plans.append(MethodPlan(name, params, cls, f"{name}-{stable_hash(description, 8)}", description, model))

@@ -1,5 +1,6 @@
-"""Every real-weights setting the configs name: the model configs (conf/model/) and the network settings of
-the feature sets (conf/features/) and methods (conf/method/), for `python -m harness.models list|fetch`.
+"""Every real-weights setting the configs name: the model configs (conf/model/), the add-on components
+(conf/component/) and the network settings of the feature sets (conf/features/) and methods (conf/method/),
+for `python -m harness.models list|fetch`.
 
 Read from the YAML files directly (no Hydra composition), so the listing covers configs no single run
 composes together.
@@ -45,6 +46,7 @@ def entries() -> list[Entry]:
     for name, cfg in model_configs().items():
         source = model_source(cfg, "model")
         rows.append(Entry(name, "model", source, None if source else f"{cfg.get('pipeline', 'stable_diffusion')}:{cfg.get('arch')}"))
+    rows += component_entries()
     seen: set[str] = set()
     groups = [("features", FEATURE_NETWORKS, None), ("method", METHOD_NETWORKS, "method")]
     for group, networks, prefix in groups:
@@ -56,6 +58,19 @@ def entries() -> list[Entry]:
                 if source is not None and source.config not in seen:
                     seen.add(source.config)
                     rows.append(Entry(source.config, setting, source))
+    return rows
+
+
+def component_entries() -> list[Entry]:
+    """One row per `conf/component/*.yaml`: its real weights, or what its random builds are."""
+    from harness.models.components import ComponentSpec, component_names
+
+    rows = []
+    for name in component_names():
+        spec = ComponentSpec.read(name)
+        source = spec.weights_source()
+        rows.append(Entry(name, f"component.{name}", source,
+                          None if source else f"{spec.kind}:{spec.random_arch}/{spec.tiny_arch}"))
     return rows
 
 

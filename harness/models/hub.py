@@ -64,12 +64,16 @@ class WeightsSource:
     variant: str | None = None
     published_as: str | None = None
     safetensors: bool | None = None  # None: safetensors where the repository has them, else `.bin`
+    # the files to read, where the kind's table does not say (add-on components, harness/models/components.py)
+    patterns: tuple[str, ...] | None = None
 
     @property
     def is_local(self) -> bool:
         return is_local_path(self.location)
 
     def allow_patterns(self) -> list[str]:
+        if self.patterns is not None:
+            return list(self.patterns)
         v = f".{self.variant}" if self.variant else ""
         dm, tm = ((f"diffusion_pytorch_model{v}.bin", f"pytorch_model{v}.bin") if self.safetensors is False
                   else (f"diffusion_pytorch_model{v}.safetensors", f"model{v}.safetensors"))

@@ -88,6 +88,7 @@ def run_sources(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> l
             continue
         for param, kind in METHOD_NETWORKS.items():
             sources.append(network_source((methods.get(name) or {}).get(param), f"method.{name}.{param}", kind))
+        sources += component_sources(name, methods.get(name) or {})
     metrics = cfg.get("metrics")
     sources += feature_sources(dict(cfg.get("features") or {}), None if metrics is None else list(metrics))
     unique: dict[tuple, WeightsSource] = {}
@@ -95,6 +96,15 @@ def run_sources(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> l
         if s is not None:
             unique.setdefault((lock_key(s), s.revision, s.variant, s.kind), s)
     return list(unique.values())
+
+
+def component_sources(method: str, params: Mapping[str, Any]) -> list[WeightsSource | None]:
+    """The real weights of the add-on components method `method` loads with `params` (on a real model)."""
+    from harness.models.components import ComponentSpec
+    from harness.registry import METHODS
+
+    names = METHODS.get(method).build({k: v for k, v in params.items() if k != "model"}).components()
+    return [ComponentSpec.read(n).weights_source() for n in names]
 
 
 def lock_key(source: WeightsSource) -> str:

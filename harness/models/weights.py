@@ -193,6 +193,16 @@ def checked_dir(source: WeightsSource, download: bool | None = None) -> Path:
     return directory
 
 
+def component_dir(spec: Any) -> Path:
+    """The directory an add-on component's real build loads from (a `ComponentSpec`,
+    harness/models/components.py), verified against the lock in effect."""
+    source = spec.weights_source()
+    if source is None:
+        raise WeightsNotFoundError(f"component {spec.name!r}: field 'path' is required for real weights "
+                                   f"(conf/component/{spec.name}.yaml)")
+    return checked_dir(source)
+
+
 def check_run(cfg: Mapping[str, Any], plans: Iterable[Any] | None = None) -> dict[str, Any]:
     """At start-up, before any work: configure the lock policy from the run config, hash every
     real-weights source already on this machine and refuse (strict) those that differ from the lock.
