@@ -48,7 +48,7 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "regiondrag": dict(steps=4), "p2p": dict(steps=2), "pnp": dict(steps=2), "masactrl": dict(steps=2),
     "pix2pix_zero": dict(steps=2, captioner="random_tiny", regularisation_steps=1),
     "paint_by_example": dict(steps=2, resolution=64), "sd_inpaint": dict(steps=2, resolution=64),
-    "draglora": dict(_DDIM, n_pix_step=2),
+    "draglora": dict(_DDIM, n_pix_step=2), "diffeditor": dict(resolution=64, steps=8), "dragondiffusion": dict(resolution=64, steps=8),
 }
 OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint"}
 

@@ -32,6 +32,7 @@ Builder = Callable[["ComponentSpec", str, Any], Any]
 KIND_MODULES: dict[str, str] = {
     "ip_adapter": "harness.diffusion.ip_adapter",
     "lightningdrag": "methods.lightningdrag",
+    "diffeditor_ip": "harness.diffusion.image_prompt_bank",
 }
 _BUILDERS: dict[str, Builder] = {}
 _FILES: dict[str, Callable[["ComponentSpec"], list[str]]] = {}
