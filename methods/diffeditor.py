@@ -98,12 +98,16 @@ class DiffEditor(EditMethod):
 
     @classmethod
     def for_model(cls, params, model):
+        """`resolution_profile`: `auto` becomes `fast` (working resolution FAST_RESOLUTION) on the tiny
+        random models, as the LoRA methods' fast profile; the resolved values join the store key."""
         params = dict(params)
+        profile = params.get("resolution_profile", "auto")
         tiny = getattr(model, "source", None) == "random" and getattr(model, "arch", None) in FAST_LORA_ARCHS
-        if params.get("resolution_profile", "auto") == "fast" or (params.get("resolution_profile", "auto") == "auto" and tiny):
+        if profile == "fast" or (profile == "auto" and tiny):
+            configured = params.get("resolution", 768)
             params.update(resolution=FAST_RESOLUTION, resolution_profile="fast")
-            return params, (f"{cls.name}: working resolution {FAST_RESOLUTION} (fast profile on the tiny random model; "
-                            f"method.{cls.name}.resolution_profile=published keeps {params.get('resolution', 768)})")
+            return params, (f"working resolution {FAST_RESOLUTION} (fast profile; configured {configured}); "
+                            f"method.{cls.name}.resolution_profile=published keeps the configured one")
         return params, None
 
     def components(self) -> tuple[str, ...]:
