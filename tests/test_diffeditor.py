@@ -2,8 +2,8 @@
 
 Parity with the release (MC-E/DragonDiffusion @f9b5bdf; its functions and attention processors run beside
 ours on the CPU with shims for CUDA, xformers and basicsr, tiny random weights; not committed):
-`process_drag` masks and in-place latent copy identical (30 random cases on non-square maps, 6 valid, the
-other 24 fail in both at the border); `guidance_drag` gradient identical (max |Δ| 0 at t = 981, 681, 401,
+`process_drag` masks and in-place latent copy identical (60 random cases on non-square maps: 36 run, the
+other 24 put a latent patch across the border and fail in both); `guidance_drag` gradient identical (max |Δ| 0 at t = 981, 681, 401,
 with the plain UNet as estimator); the Resampler image prompt 4.8e-7; `Sampler.edit` teacher-forced
 per step (the release's inputs, inversion trajectory and K/V bank), all 50 steps: relative max |Δ| ≤ 1.6e-6
 for `D+` (guidance, regional SDE with the same noise stream, time travel, bank concat, image-prompt window)
