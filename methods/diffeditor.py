@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from harness.diffusion.attention_control import controlled_attention
-from harness.diffusion.energy_guidance import (CLIP_X_BY, DragWeights, copy_latent_patches, drag_boxes, drag_energy,
+from harness.diffusion.energy_guidance import (CLIP_X_BY, PATCH_BORDERS, DragWeights, copy_latent_patches, drag_boxes, drag_energy,
                                                guidance_from_energy, upsampled)
 from harness.diffusion.features import BlockTap, unet_through_up_block
 from harness.diffusion.kv_bank import up_blocks
@@ -68,11 +68,12 @@ class DiffEditorConfig:
     use_sample_prompt: bool = True
     clip_x_by: str = "height"
     point_scale: str = "width"  # width (released) | per_axis
+    latent_patch_border: str = "as_released"  # as_released (a patch on the last latent row/column fails) | clamp
 
     def __post_init__(self) -> None:
         name = self.METHOD
         for key, allowed in (("alg", ALGS), ("clip_x_by", CLIP_X_BY), ("point_scale", ("width", "per_axis")),
-                             ("resolution_profile", PROFILES)):
+                             ("resolution_profile", PROFILES), ("latent_patch_border", PATCH_BORDERS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{name}: {key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.steps < 1 or self.resolution < 64:  # the schedule is in step indices (i < 30 …), as released
@@ -105,9 +106,11 @@ class DiffEditor(EditMethod):
         tiny = getattr(model, "source", None) == "random" and getattr(model, "arch", None) in FAST_LORA_ARCHS
         if profile == "fast" or (profile == "auto" and tiny):
             configured = params.get("resolution", 768)
-            params.update(resolution=FAST_RESOLUTION, resolution_profile="fast")
-            return params, (f"working resolution {FAST_RESOLUTION} (fast profile; configured {configured}); "
-                            f"method.{cls.name}.resolution_profile=published keeps the configured one")
+            # at 128 px, points within 32 px of the bottom/right edge land on the last latent row/column, where
+            # the release's patch copy fails (at 768 only within 5 px): the fast profile moves them inside
+            params.update(resolution=FAST_RESOLUTION, resolution_profile="fast", latent_patch_border="clamp")
+            return params, (f"working resolution {FAST_RESOLUTION}, latent_patch_border clamp (fast profile; configured "
+                            f"{configured}); method.{cls.name}.resolution_profile=published keeps the configured ones")
         return params, None
 
     def components(self) -> tuple[str, ...]:
@@ -225,7 +228,7 @@ class DiffEditor(EditMethod):
             try:
                 with watch("inversion"):
                     task["trajectory"] = self._invert(z0, task["text"])
-                latent = copy_latent_patches(task["trajectory"][-1], task["boxes"])
+                latent = copy_latent_patches(task["trajectory"][-1], task["boxes"], 2, self.config.latent_patch_border)
                 task["latent_mask"] = (torch.nn.functional.interpolate(task["mask"][None, None], latent.shape[-2:]) > 0).float()
                 with watch("edit"):
                     for i, t in enumerate(self.ddim.timesteps):

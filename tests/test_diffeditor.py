@@ -40,6 +40,11 @@ def test_latent_patch_copy_moves_the_handle_patch_onto_the_target():
     out = copy_latent_patches(latent.clone(), boxes)
     assert torch.equal(out[0, 0, 3:6, 4:7], latent[0, 0, 1:4, 1:4])
     assert torch.equal(out[0, 0, :3], latent[0, 0, :3])
+    edge = drag_boxes(mask, [(20.0, 20.0)], [(60.0, 60.0)])  # target centre (14, 14) → latent (7, 7): the last cell
+    with pytest.raises(ValueError, match="latent_patch_border=clamp"):
+        copy_latent_patches(latent.clone(), edge)
+    clamped = copy_latent_patches(latent.clone(), edge, border="clamp")
+    assert torch.equal(clamped[0, 0, 5:8, 5:8], latent[0, 0, 1:4, 1:4])
 
 
 def test_energy_is_minimal_where_features_agree_and_the_inpaint_term_pushes_away():
@@ -84,7 +89,8 @@ def test_fast_resolution_only_on_the_tiny_models():
     from methods.diffeditor import FAST_RESOLUTION, DiffEditor
 
     tiny, full = SimpleNamespace(source="random", arch="tiny"), SimpleNamespace(source="random", arch="sd15")
-    assert DiffEditor.for_model({"resolution": 768}, tiny)[0]["resolution"] == FAST_RESOLUTION
+    fast = DiffEditor.for_model({"resolution": 768}, tiny)[0]
+    assert fast["resolution"] == FAST_RESOLUTION and fast["latent_patch_border"] == "clamp"
     assert DiffEditor.for_model({"resolution": 768}, full) == ({"resolution": 768}, None)
     kept = DiffEditor.for_model({"resolution": 768, "resolution_profile": "published"}, tiny)[0]
     assert kept["resolution"] == 768

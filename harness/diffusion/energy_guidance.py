@@ -56,11 +56,27 @@ def drag_boxes(mask: torch.Tensor, handles: list[tuple[float, float]], targets: 
     return boxes
 
 
-def copy_latent_patches(latent: torch.Tensor, boxes: DragBoxes, up_scale: int = 2) -> torch.Tensor:
-    """In place, as released: latent[target patch] ← latent[handle patch], point after point."""
+PATCH_BORDERS = ("as_released", "clamp")
+
+
+def copy_latent_patches(latent: torch.Tensor, boxes: DragBoxes, up_scale: int = 2,
+                        border: str = "as_released") -> torch.Tensor:
+    """In place, as released: latent[target patch] ← latent[handle patch], point after point. A patch
+    centred on the last latent row or column is cut to 2 rows/columns by the slice and the release fails
+    there (`as_released`: a ValueError naming the switch); `clamp` moves such centres one cell inwards."""
+    if border not in PATCH_BORDERS:
+        raise ValueError(f"latent_patch_border must be one of {PATCH_BORDERS}, got {border!r}")
+    h, w = latent.shape[-2:]
     for (hr, hc), (tr, tc) in zip(boxes.handle_centres, boxes.target_centres):
         hr, hc, tr, tc = hr // up_scale, hc // up_scale, tr // up_scale, tc // up_scale
-        latent[:, :, tr - 1:tr + 2, tc - 1:tc + 2] = latent[:, :, hr - 1:hr + 2, hc - 1:hc + 2]
+        if border == "clamp":
+            hr, tr = (min(max(v, 1), h - 2) for v in (hr, tr))
+            hc, tc = (min(max(v, 1), w - 2) for v in (hc, tc))
+        target, source = latent[:, :, tr - 1:tr + 2, tc - 1:tc + 2], latent[:, :, hr - 1:hr + 2, hc - 1:hc + 2]
+        if target.shape != source.shape:
+            raise ValueError(f"the 3×3 latent patch at ({tr}, {tc}) ← ({hr}, {hc}) crosses the {h}×{w} latent's border, "
+                             "where the release fails too (latent_patch_border=clamp moves it inside)")
+        latent[:, :, tr - 1:tr + 2, tc - 1:tc + 2] = source  # the release's assignment, overlaps included
     return latent
 
 
