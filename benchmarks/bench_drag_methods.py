@@ -29,6 +29,10 @@ from harness.registry import METHODS  # noqa: E402
 METHODS_TIMED = ("regiondrag", "dragdiffusion", "dragnoise", "freedrag", "gooddrag", "sdedrag")
 # on their own models/components, split into load / warm-up / per-image, beside their releases (bench_fast_drag.py)
 STAGED = ("inpaint4drag", "fastdrag")
+# timed only when named (--methods): the 2024–25 methods of issue #16
+EXTRA_TIMED = ("draglora", "diffeditor", "dragondiffusion")
+# fields the timed (non-smoke) run sets: DiffEditor/DragonDiffusion at 512² (their UI default is 768)
+TIMED_PARAMS = {"diffeditor": dict(resolution=512), "dragondiffusion": dict(resolution=512)}
 _FEW = dict(lora_steps=2, lora_resolution=64, lora_batch_size=1, steps=5)
 FEW_STEPS = {  # warm-up runs, and the whole run under --smoke
     "regiondrag": {},
@@ -37,6 +41,9 @@ FEW_STEPS = {  # warm-up runs, and the whole run under --smoke
     "freedrag": dict(_FEW, max_step=4),
     "gooddrag": dict(_FEW, drag_end_step=2, track_per_step=2, max_drag_per_track=2, point_tracking_border="intended"),
     "sdedrag": dict(lora_steps=2, steps=20, t0=0.3),
+    "draglora": dict(_FEW, n_pix_step=3),
+    "diffeditor": dict(steps=4, resolution=64),
+    "dragondiffusion": dict(steps=4, resolution=64),
 }
 # timed variants of a registered method: name → (method, config overrides); run with --methods NAME
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -73,7 +80,8 @@ def timed_edit(method, sample, device: torch.device) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> Path:
     parser = benchmark_parser(__doc__, "tiny model on the CPU at 64×64, few steps", "JSON path (default benchmarks/results/)")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED), choices=[*METHODS_TIMED, *VARIANTS, *STAGED])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS_TIMED),
+                        choices=[*METHODS_TIMED, *EXTRA_TIMED, *VARIANTS, *STAGED])
     parser.add_argument("--releases", type=Path, default=None, help="fetched releases to time beside ours (STAGED methods)")
     args = parser.parse_args(argv)
     harness_runtime()
@@ -82,10 +90,13 @@ def main(argv: list[str] | None = None) -> Path:
                  {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on a CPU")
+
+    started = time.perf_counter()
     models = load_models(model_cfg)
+    load_s = time.perf_counter() - started
     sample = synthetic_sample(size)
     names = ["regiondrag", *[n for n in args.methods if n != "regiondrag"]]  # RegionDrag is the yardstick
-    payload: dict[str, Any] = {"size": size, "model": models.describe(), "seed": 42, "methods": {}}
+    payload: dict[str, Any] = {"size": size, "model": models.describe(), "seed": 42, "load_s": load_s, "methods": {}}
     for name in names:
         if name in STAGED:
             from benchmarks.bench_fast_drag import staged
@@ -100,23 +111,25 @@ def main(argv: list[str] | None = None) -> Path:
             continue
         try:
             few = FEW_STEPS[VARIANTS.get(name, (name,))[0]]
+            timed = {} if args.smoke else TIMED_PARAMS.get(name, {})
             t0 = time.perf_counter()
-            warm = build(name, models, few)  # loads the method's components (IP-Adapter, ...) once per process
-            load_s = time.perf_counter() - t0
+            warm = build(name, models, {**few, **timed})  # loads the method's components (IP-Adapter, ...) once per process
+            method_load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             warm.edit(sample, 42)  # warm-up
             warmup_s = time.perf_counter() - t0
-            params = few if args.smoke else {}
+            params = few if args.smoke else timed
             method = build(name, models, params)
             run = timed_edit(method, sample, models.device)
-            run.update(load_s=load_s, warmup_s=warmup_s)
+            run.update(load_s=method_load_s, warmup_s=warmup_s)
         except Exception as exc:  # record the failure and time the other methods
             payload.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"
             print(f"{name} failed: {payload['failed'][name]}", flush=True)
             continue
         run["config"] = {k: v for k, v in method.describe()["config"].items()}
         payload["methods"][name] = run
-        print(name, {k: run[k] for k in ("total_s", "lora_s", "edit_s")}, flush=True)
+        print(name, {k: run[k] for k in ("total_s", "lora_s", "edit_s", "warmup_s")}, run["stages_s"], flush=True)
+        write_result("drag_methods", payload, args.smoke, args.out)  # so far: a later failure or timeout keeps it
     base = payload["methods"]["regiondrag"]["total_s"]
     rows = []
     for name, run in payload["methods"].items():

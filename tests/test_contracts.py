@@ -39,7 +39,7 @@ DATASET_NAMES = builtin(DATASETS, "harness")
 METRIC_IDS = builtin(METRICS, "harness")
 
 # Fields a method's YAML leaves out on purpose: the shared DDIM-drag `preset` field of methods without presets.
-NOT_IN_YAML = {("freedrag", "preset"), ("gooddrag", "preset")}
+NOT_IN_YAML = {("freedrag", "preset"), ("gooddrag", "preset"), ("draglora", "preset")}
 _DDIM = dict(lora_steps=1, lora_resolution=64, lora_batch_size=1, steps=4)
 SMALL = {  # small step overrides so that every method runs in seconds on the tiny model
     "dragdiffusion": dict(_DDIM, n_pix_step=2), "dragnoise": dict(_DDIM, n_pix_step=2),
@@ -53,6 +53,7 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "inpaint4drag": dict(preset="app", steps=2), "fastdrag": dict(steps=4, inversion_strength=0.5),
     "instruct_pix2pix": dict(steps=2, resolution=64), "magicbrush": dict(steps=2, resolution=64),
     "qwen_image_edit": dict(steps=2, area=64 * 64),
+    "draglora": dict(_DDIM, n_pix_step=2), "diffeditor": dict(resolution=64, steps=8), "dragondiffusion": dict(resolution=64, steps=8),
 }
 OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "flux_kontext": "tiny_flux_kontext",
              "inpaint4drag": "tiny_inpaint",

@@ -45,6 +45,11 @@ class AttentionController:
     def edit_probs(self, block: int, is_cross: bool, probs: torch.Tensor) -> torch.Tensor:
         return probs
 
+    def extra_attention(self, block: int, is_cross: bool, q: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the attention output, (batch, heads, queries, head_dim), before the output
+        projection: an image prompt's decoupled cross-attention (DiffEditor's IP-Adapter branch)."""
+        return None
+
     def step_callback(self, latents: torch.Tensor) -> torch.Tensor:
         """Called on the latents after each denoising step (Prompt-to-Prompt's LocalBlend)."""
         return latents
@@ -79,6 +84,9 @@ class ControlledAttnProcessor:
             out = c.edit_probs(self.block, self.is_cross, probs) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        extra = c.extra_attention(self.block, self.is_cross, q)
+        if extra is not None:
+            out = out + extra
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * q.shape[-1]).to(q.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
