@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_drag_methods import FEW_STEPS, build  # noqa: E402
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import benchmark_parser, environment, harness_runtime, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, write_result  # noqa: E402
 
 METHODS = ("dragdiffusion", "gooddrag", "freedrag", "dragnoise", "sdedrag")
 BENCH = {"dragnoise": {"lora_steps": 200}}  # as bench_drag_methods' table (NOTES.md)
@@ -60,24 +60,20 @@ def lora_parity(models, size: int) -> dict[str, Any]:
     return out
 
 
-def method_runs(name: str, models, sample, smoke: bool, budget: float) -> dict[str, Any]:
-    few = FEW_STEPS[name]
-    images = [build(name, models, {**few, "cuda_graphs": g}).edit(sample, 42).image for g in (False, True)]
-    run: dict[str, Any] = {"parity_few_steps": compare(*images)}
-    params = few if smoke else BENCH.get(name, {})
-    outputs = {}
-    for graphs in (True, False):
-        label = "graphs" if graphs else "eager"
-        if not graphs and time.perf_counter() - T0 > budget:
-            run[label] = "skipped: time budget"
-            break
-        run[label], outputs[label] = timed(build(name, models, {**params, "cuda_graphs": graphs}), sample, models.device)
-        print(name, label, {k: round(v, 3) for k, v in run[label]["stages_s"].items()},
-              round(run[label]["total_s"], 2), flush=True)
-    if len(outputs) == 2:
-        run["parity_full"] = compare(outputs["eager"], outputs["graphs"])
-        run["speedup_total"] = run["eager"]["total_s"] / run["graphs"]["total_s"]
-    return run
+def parity_few_steps(name: str, models, sample) -> dict[str, Any]:
+    images = [build(name, models, {**FEW_STEPS[name], "cuda_graphs": g}).edit(sample, 42).image for g in (False, True)]
+    return compare(*images)
+
+
+def full_run(name: str, models, sample, smoke: bool, graphs: bool, runs: dict[str, Any]) -> dict[str, Any]:
+    """One documented-defaults edit (graphs or eager), stages apart; the output kept for the comparison."""
+    params = FEW_STEPS[name] if smoke else BENCH.get(name, {})
+    out, runs[(name, graphs)] = timed(build(name, models, {**params, "cuda_graphs": graphs}), sample, models.device)
+    print(name, "graphs" if graphs else "eager", {k: round(v, 3) for k, v in out["stages_s"].items()},
+          round(out["total_s"], 2), flush=True)
+    if (name, not graphs) in runs:
+        out["parity_full_vs_other_path"] = compare(runs[(name, True)], runs[(name, False)])
+    return out
 
 
 def timed(method, sample, device: torch.device) -> tuple[dict[str, Any], np.ndarray]:
@@ -91,26 +87,35 @@ def timed(method, sample, device: torch.device) -> tuple[dict[str, Any], np.ndar
              "drag_updates": result.info.get("drag_updates", result.info.get("sub_drags"))}, result.image)
 
 
-def determinism(smoke: bool) -> dict[str, Any]:
+def determinism(models, sample, smoke: bool) -> dict[str, Any]:
+    """Two fresh processes with `deterministic=true` (check_determinism.py); the default settings' times of
+    the same edits from this process, for the cost."""
+    from benchmarks.check_determinism import SHORT, SMOKE
+    from harness.registry import METHODS as REGISTRY
+
+    runs: dict[str, Any] = {"default": {}}
+    for name, params in SHORT.items():
+        method = REGISTRY.get(name).build({**params, **(SMOKE.get(name, {}) if smoke else {})})
+        method.setup(models)
+        method.edit(sample, 42)
+        runs["default"][name] = {"seconds": timed(method, sample, models.device)[0]["total_s"]}
     script = str(Path(__file__).resolve().parent / "check_determinism.py")
-    runs = {}
-    for label, flag in (("deterministic_1", "--deterministic"), ("deterministic_2", "--deterministic"),
-                        ("default", "")):
-        cmd = [sys.executable, script, *(["--smoke"] if smoke else []), *([flag] if flag else [])]
+    for label in ("deterministic_1", "deterministic_2"):
+        cmd = [sys.executable, script, "--deterministic", *(["--smoke"] if smoke else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         runs[label] = json.loads(lines[-1]) if lines else {"error": done.stderr[-2000:]}
         print(label, runs[label], flush=True)
     a, b = runs["deterministic_1"], runs["deterministic_2"]
-    runs["identical_pngs"] = {m: a.get(m, {}).get("png_sha256") == b.get(m, {}).get("png_sha256") is not None
-                              for m in ("regiondrag", "dragdiffusion")}
+    runs["identical_pngs"] = {m: a.get(m, {}).get("png_sha256") is not None
+                              and a.get(m, {}).get("png_sha256") == b.get(m, {}).get("png_sha256") for m in SHORT}
     return runs
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--budget-s", type=float, default=330.0, help="no eager baseline started after this")
+    parser.add_argument("--budget-s", type=float, default=250.0, help="no eager baseline started after this")
     parser.add_argument("--skip", nargs="*", default=[], choices=("parity", "methods", "determinism"))
     args = parser.parse_args(argv)
     from harness.models import load_models
@@ -124,29 +129,47 @@ def main(argv: list[str] | None = None) -> Path:
     payload: dict[str, Any] = {"size": size, "model": models.describe(), "methods": {}, "failed": {}}
 
     def save() -> None:
-        payload["environment"] = environment()
         write_result("graphed_drag", payload, args.smoke, args.out)
 
-    def item(name: str, fn, into: dict[str, Any]) -> None:
+    def item(name: str, fn, into: dict[str, Any], label: str = "") -> None:
         try:
             into[name] = fn()
         except Exception as exc:  # one failure must not lose the other measurements
-            payload["failed"][name] = f"{type(exc).__name__}: {exc}"
+            payload["failed"][label or name] = f"{type(exc).__name__}: {exc}"
             print(name, "failed:", traceback.format_exc(), flush=True)
         save()
 
+    images: dict[Any, np.ndarray] = {}
     if "parity" not in args.skip:
-        item("lora_parity_max_abs_diff", lambda: lora_parity(models, 32 if args.smoke else size), payload)
-    if "methods" not in args.skip:
+        item("lora_parity_max_abs_diff", lambda: lora_parity(models, size), payload)
         for name in args.methods:
-            item(name, lambda: method_runs(name, models, sample, args.smoke, args.budget_s), payload["methods"])
+            item(f"{name}_parity_few_steps", lambda: parity_few_steps(name, models, sample), payload)
+    def eager(names: list[str]) -> None:
+        for name in names:
+            if time.perf_counter() - T0 > args.budget_s:
+                payload["methods"][name]["eager"] = "skipped: time budget"
+                continue
+            item("eager", lambda: full_run(name, models, sample, args.smoke, False, images), payload["methods"][name],
+                 f"{name} eager")
+            run = payload["methods"][name]
+            if isinstance(run.get("eager"), dict) and isinstance(run.get("graphs"), dict):
+                run["speedup_total"] = run["eager"]["total_s"] / run["graphs"]["total_s"]
+            save()
+
+    methods = "methods" not in args.skip
+    if methods:
+        for name in args.methods:
+            payload["methods"].setdefault(name, {})
+            item("graphs", lambda: full_run(name, models, sample, args.smoke, True, images), payload["methods"][name],
+                 f"{name} graphs")
+        eager(args.methods[:2])  # today's path side by side, the most used methods first
     if "determinism" not in args.skip:
-        del models
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
-        item("determinism", lambda: determinism(args.smoke), payload)
+        item("determinism", lambda: determinism(models, sample, args.smoke), payload)
+    if methods:
+        eager(args.methods[2:])
     payload["wall_s"] = time.perf_counter() - T0
     save()
-    print(json.dumps({k: v for k, v in payload.items() if k != "environment"}, default=str)[:6000])
+    print(json.dumps(payload, default=str)[:6000])
     return Path(args.out) if args.out else Path("benchmarks/results")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SHORT = {"dragdiffusion": {"lora_steps": 10, "n_pix_step": 10, "lora_cache": False}, "regiondrag": {}}
+SMOKE = {"dragdiffusion": {"lora_resolution": 64, "lora_batch_size": 1, "steps": 5}}  # CPU: small LoRA crops
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"deterministic": state}
     for name, params in SHORT.items():
         try:
-            method = METHODS.get(name).build(params)
+            method = METHODS.get(name).build({**params, **(SMOKE.get(name, {}) if args.smoke else {})})
             method.setup(models)
             method.edit(sample, 42)  # warm-up: first-call costs are not determinism's
             with device_timer(models.device) as timer:

@@ -12,7 +12,7 @@ from harness.metrics.source_cache import shared_cache
 from harness.types import DragSample
 
 
-def _sample_and_edits(k: int = 3):
+def _sample_and_edits(k: int = 2):
     rng = np.random.default_rng(0)
     source = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
     edits = [np.roll(source, shift, axis=1) for shift in range(1, k + 1)]
