@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,7 @@ class SourceFeatureCache:
         self.directory = directory
         self.memory: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.hits = {"memory": 0, "disk": 0, "miss": 0}
+        self.lock = threading.Lock()  # the scorer thread and the score stage may share a context
 
     def _path(self, key: str) -> Path:
         directory = self.directory or cache_dir() / "source_features"
@@ -55,6 +57,10 @@ class SourceFeatureCache:
         return directory / f"{key}.safetensors"
 
     def get(self, key: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        with self.lock:
+            return self._get(key, device)
+
+    def _get(self, key: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
         if key in self.memory:
             self.memory.move_to_end(key)
             self.hits["memory"] += 1
@@ -78,7 +84,8 @@ class SourceFeatureCache:
 
         from harness.store import atomic_write_bytes
 
-        self._remember(key, features, state)
+        with self.lock:
+            self._remember(key, features, state)
         atomic_write_bytes(self._path(key), save({"features": features.detach().cpu().contiguous(),
                                                   "generator_state": state.cpu().contiguous()}))
 
