@@ -13,10 +13,13 @@ capture mode, which a scorer allocating concurrently in another thread breaks (h
 `capture_graph`, uses the capture lock and thread-local mode instead), and it only finds parameters of
 module callables.
 
+Opt-in (`training_graphs(True)`; the methods' `cuda_graphs=true`): the CPU cannot run graphs, and the GPU
+parity and speed measurement (benchmarks/bench_graphed_drag.py) has not run yet (benchmarks/NOTES.md).
+
 A graph reads the weights at their capture addresses: a `GradGraphs` lives for one LoRA fit or one drag
 (the per-sample LoRA is new parameters each edit) and is dropped with it. Graphs are skipped (the plain
 eager call runs) on the CPU, with gradients off, when no input requires a gradient, or when disabled
-(`training_graphs(False)`, the methods' `cuda_graphs=false`).
+(the default; the methods' `cuda_graphs=false`).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from harness.diffusion.graphs import capture_graph
 from harness.streams import role_stream
 
 Tensors = tuple[torch.Tensor, ...]
-_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("editlab_training_graphs", default=True)
+_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("editlab_training_graphs", default=False)
 
 
 @contextlib.contextmanager
