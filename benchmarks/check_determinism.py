@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     from harness.determinism import configure
 
     state = configure(args.deterministic)
+    from benchmarks.common import harness_runtime
+
+    harness_runtime()  # the kernel choices `python -m harness` makes by default (no cuDNN attention, no TF32)
     from benchmarks.bench_regiondrag import synthetic_sample
     from harness.diffusion.timing import device_timer
     from harness.models import load_models
