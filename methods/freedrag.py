@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from harness.diffusion.ddim_drag import DDIMDragConfig, DDIMDragMethod, DragProblem
 from harness.diffusion.drag import REACHED_PX, bilinear_sample, mask_regulariser
-from harness.diffusion.features import BlockTap, resize_features
+from harness.diffusion.features import BlockTap
 from harness.diffusion.precision import autocast, grad_scaler
 from harness.diffusion.timing import Stopwatch
 from harness.registry import METHODS
@@ -108,9 +108,11 @@ class FreeDrag(DDIMDragMethod):
         a, b = math.log(9.0) / (0.6 * cfg.l_expected), 0.2 * cfg.l_expected
         n = len(problem.handles)
         with watch("drag"), BlockTap(self.models.unet, cfg.feature_block) as tap:
+            features_eps = self.features_and_eps(tap, problem)  # graphed while x requires a gradient
+
             def unet_at(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                eps = self.eps(x, t, problem.text)
-                return resize_features(tap.output, problem.grid_hw), self.ddim.step(eps, t, x)
+                features, eps = features_eps(x, t)
+                return features, self.ddim.step(eps, t, x)
 
             def window_features(features: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
                 return bilinear_sample(features, point + offsets)

@@ -28,7 +28,7 @@ import torch
 from harness.diffusion.attention_control import MutualSelfAttention, controlled_attention
 from harness.diffusion.ddim_drag import DDIMDragConfig, DDIMDragMethod, DragProblem
 from harness.diffusion.drag import mask_regulariser, motion_supervision, reached, track_points
-from harness.diffusion.features import BlockTap, resize_features
+from harness.diffusion.features import BlockTap
 from harness.diffusion.precision import autocast, grad_scaler
 from harness.diffusion.timing import Stopwatch
 from harness.registry import METHODS
@@ -88,9 +88,11 @@ class GoodDrag(DDIMDragMethod):
         timesteps = self.ddim.timesteps[problem.index:]
         state = _State(problem.handles.clone())
         with BlockTap(unet, cfg.feature_block) as tap:
+            features_eps = self.features_and_eps(tap, problem)  # graphed while x requires a gradient
+
             def unet_at(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-                eps = self.eps(x, t, problem.text)
-                return resize_features(tap.output, problem.grid_hw), self.ddim.step(eps, t, x)
+                features, eps = features_eps(x, t)
+                return features, self.ddim.step(eps, t, x)
 
             with watch("original_features"), torch.no_grad():
                 original_features, original_prev, x = [], [], problem.latent

@@ -35,6 +35,7 @@ from PIL import Image
 
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode, encode, to_uint8
+from harness.diffusion.graphed_grad import training_graphs
 from harness.diffusion.lora import LORA_PROFILES, LoraSpec, lora_for_image, resolve_lora_profile, use_lora
 from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
@@ -62,6 +63,7 @@ class SDEDragConfig:
     lora_resolution: int = 512
     lora_seed: int = 0
     lora_cache: bool = True
+    cuda_graphs: bool = False  # the LoRA fit's passes replayed from CUDA graphs (GPU; opt-in until GPU parity is measured)
     lora_scale_min: float = 0.5
     lora_profile: str = "auto"  # auto (fast on the tiny random models) | published | fast (harness.diffusion.lora)
     resize_512: str = "as_released"
@@ -124,7 +126,7 @@ class SDEDrag(EditMethod):
     name = "sdedrag"
     families = ("drag",)
     Config = SDEDragConfig
-    runtime_fields = ("lora_cache",)
+    runtime_fields = ("lora_cache", "cuda_graphs")
     key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
 
     @classmethod
@@ -162,7 +164,8 @@ class SDEDrag(EditMethod):
     def edit(self, sample: DragSample, seed: int) -> EditResult:
         cfg, m = self.config, self.models
         generator = torch.Generator(device=m.device).manual_seed(seed)
-        lora = lora_for_image(m, m.vae, "model", sample.image, sample.prompt, cfg.lora_spec(), cfg.lora_cache)
+        with training_graphs(cfg.cuda_graphs):
+            lora = lora_for_image(m, m.vae, "model", sample.image, sample.prompt, cfg.lora_spec(), cfg.lora_cache)
         timings = {"lora": lora.seconds}
         watch = Stopwatch(m.device, timings)
         image, handles, targets = self._inputs(sample)

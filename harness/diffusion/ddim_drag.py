@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from harness.diffusion.attention_control import MutualSelfAttention, controlled_
 from harness.diffusion.ddim_inversion import DDIMSchedule, ddim_invert
 from harness.diffusion.drag import DragLoop, DragOutcome, from_grid, optimise_drag, to_grid
 from harness.diffusion.features import BlockTap, resize_features, supervision_size
+from harness.diffusion.graphed_grad import GradGraphs, training_graphs
 from harness.diffusion.latents import decode, encode, resolve_vae, to_uint8
 from harness.diffusion.lora import AUGMENTS, LORA_PROFILES, LoraSpec, lora_for_image, resolve_lora_profile, use_lora
 from harness.diffusion.numerics import FiniteWatch
@@ -39,6 +40,8 @@ from harness.diffusion.timing import Stopwatch
 from harness.method import EditMethod
 from harness.models.architectures import SCHEDULER
 from harness.types import DragSample, EditResult
+
+FeaturesEps = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -57,6 +60,7 @@ class DDIMDragConfig:
     lora_resolution: int = 512
     lora_seed: int = 0
     lora_cache: bool = True
+    cuda_graphs: bool = False  # LoRA and drag passes replayed from CUDA graphs (GPU; opt-in until GPU parity is measured)
     # inversion
     steps: int = 50
     inversion_strength: float | None = 0.7
@@ -135,7 +139,7 @@ def editable_on_latent(mask: np.ndarray, grid_hw: tuple[int, int], latent_hw: tu
 class DDIMDragMethod(EditMethod):
     families = ("drag",)
     Config = DDIMDragConfig
-    runtime_fields = ("lora_cache",)  # where the LoRA came from changes no output
+    runtime_fields = ("lora_cache", "cuda_graphs")  # where the LoRA came from, graph replay: no output changes
     key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
 
     @classmethod
@@ -164,6 +168,20 @@ class DDIMDragMethod(EditMethod):
                 latents = finite.watch(self.ddim.step(self.eps(latents, t, text), t, latents), "denoising", i, t)
         return latents[1:]
 
+    def features_and_eps(self, tap: BlockTap, problem: DragProblem,
+                         inject: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FeaturesEps:
+        """`(variable, t) -> (tap's block output on the supervision grid, float32 ε)`: the UNet call every drag
+        step makes. While the variable requires a gradient its forward and backward replay from CUDA graphs
+        (harness/diffusion/graphed_grad.py; t goes in as a device tensor, so one capture serves every
+        timestep). `inject(variable)` returns the UNet input for a variable that is not the latent
+        (DragNoise's bottleneck, which it installs in its tap)."""
+        def fn(variable: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            eps = self.eps(variable if inject is None else inject(variable), t, problem.text)
+            return resize_features(tap.output, problem.grid_hw), eps
+
+        graphed = GradGraphs(fn)
+        return lambda variable, t: graphed(variable, torch.tensor(t, device=variable.device))
+
     def drag_at_start(self, problem: DragProblem, loop: DragLoop,
                       bottleneck: str | None = None) -> tuple[DragOutcome, torch.Tensor | None]:
         """DragDiffusion's optimisation at the inverted timestep: of the latent itself or, with
@@ -174,22 +192,28 @@ class DDIMDragMethod(EditMethod):
             tap = hooks.enter_context(BlockTap(unet, self.config.feature_block))
             swap = hooks.enter_context(BlockTap(unet, bottleneck)) if bottleneck else None
 
+            def inject(h: torch.Tensor) -> torch.Tensor:
+                swap.replacement = h
+                return z
+
+            features_eps = self.features_and_eps(tap, problem, inject if swap is not None else None)
+
             def unet_at(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                eps = self.eps(x, t, problem.text)
-                return resize_features(tap.output, problem.grid_hw), self.ddim.step(eps, t, x)
+                features, eps = features_eps(x, t)
+                return features, self.ddim.step(eps, t, x if swap is None else z)
 
             with torch.no_grad():
-                reference, x_prev_0 = unet_at(z)
+                reference, x_prev_0 = self.eps_features(tap, problem, z, t)
             args = ((reference, x_prev_0), problem.handles, problem.targets, problem.editable, loop)
             if swap is None:
                 return optimise_drag(unet_at, z, *args), None
             original = swap.output.detach().float()
+            return optimise_drag(unet_at, original, *args), original
 
-            def with_bottleneck(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                swap.replacement = h
-                return unet_at(z)
-
-            return optimise_drag(with_bottleneck, original, *args), original
+    def eps_features(self, tap: BlockTap, problem: DragProblem, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eager `(features on the grid, x_{t−1})` at `x` (the reference pass before a drag)."""
+        eps = self.eps(x, t, problem.text)
+        return resize_features(tap.output, problem.grid_hw), self.ddim.step(eps, t, x)
 
     # ---------------------------------------------------------------------------------------- the stages
     def prepare(self, sample: DragSample, prompt: str) -> DragProblem:
@@ -219,6 +243,11 @@ class DDIMDragMethod(EditMethod):
     def edit(self, sample: DragSample, seed: int) -> EditResult:
         cfg, m = self.config, self.models
         prompt = sample.prompt if cfg.use_sample_prompt else ""
+        with training_graphs(cfg.cuda_graphs):
+            return self._edit(sample, prompt)
+
+    def _edit(self, sample: DragSample, prompt: str) -> EditResult:
+        cfg, m = self.config, self.models
         lora = lora_for_image(m, self.vae, self.vae_id, sample.image, prompt, cfg.lora_spec(), cfg.lora_cache)
         timings = {"lora": lora.seconds}
         watch = Stopwatch(m.device, timings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -27,6 +27,30 @@ class GraphCaptureError(RuntimeError):
     sample and going on; finished samples are kept, and a rerun resumes."""
 
 
+def capture_graph(fn: Callable[[], Any], pool: Any = None) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Capture `fn()` (already warmed up, on the capture stream) as a CUDA graph; returns (graph, its output).
+    `pool`: another graph's memory pool to share (a backward graph reads its forward graph's activations).
+
+    Not `torch.cuda.graph(...)`: it starts with a device-wide synchronize, which would wait for a scorer
+    working concurrently on its own stream (harness/concurrent_scoring.py); "thread_local" lets that thread
+    go on allocating while this one captures. Its empty_cache is kept: a capture cannot return cached
+    blocks to the driver when it runs short, and the scorer may hold tens of GB."""
+    graph = torch.cuda.CUDAGraph()
+    with CAPTURE_LOCK:
+        torch.cuda.empty_cache()
+        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+        try:
+            output = fn()  # the warm-up ran it: an error here is CUDA's
+            graph.capture_end()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # end the capture if it is still open
+                graph.capture_end()
+            if isinstance(exc, Exception):
+                raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from exc
+            raise
+    return graph, output
+
+
 class GraphedCall:
     """`fn(*tensors) -> tensor` captured as a CUDA graph on static copies of `example` inputs.
 
@@ -41,23 +65,7 @@ class GraphedCall:
         with torch.cuda.stream(stream):
             for _ in range(warmup):  # lets cuDNN/cuBLAS pick algorithms and allocate workspaces first
                 fn(*self.static_inputs)
-            self.graph = torch.cuda.CUDAGraph()
-            # Not `torch.cuda.graph(...)`: it starts with a device-wide synchronize, which would wait for a
-            # scorer working concurrently on its own stream (harness/concurrent_scoring.py); "thread_local"
-            # lets that thread go on allocating while this one captures. Its empty_cache is kept: a capture
-            # cannot return cached blocks to the driver when it runs short, and the scorer may hold tens of GB.
-            with CAPTURE_LOCK:
-                torch.cuda.empty_cache()
-                self.graph.capture_begin(capture_error_mode="thread_local")
-                try:
-                    self.static_output = fn(*self.static_inputs)  # the warm-up ran it: an error here is CUDA's
-                    self.graph.capture_end()
-                except BaseException as exc:
-                    with contextlib.suppress(Exception):  # end the capture if it is still open
-                        self.graph.capture_end()
-                    if isinstance(exc, Exception):
-                        raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from exc
-                    raise
+            self.graph, self.static_output = capture_graph(lambda: fn(*self.static_inputs))
         torch.cuda.current_stream().wait_stream(stream)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.determinism import seeded_global_rng
+from harness.diffusion.graphed_grad import GradGraphs, graphs_enabled
 from harness.diffusion.precision import autocast, grad_scaler
 from harness.diffusion.timing import Stopwatch
 from harness.paths import cache_dir
@@ -163,17 +164,43 @@ def _random_crop(image: np.ndarray, size: int, generator: torch.Generator) -> np
     return image[top:top + size, left:left + size]
 
 
-def _training_images(image: np.ndarray, spec: LoraSpec, generator: torch.Generator) -> np.ndarray:
+def _training_images(resized: np.ndarray, spec: LoraSpec, generator: torch.Generator) -> np.ndarray:
+    """One step's batch from the image already resized by `_resize_short_side` (unresized for `none`)."""
     if spec.augment == "none":
-        return image[None]
-    resized = _resize_short_side(image, spec.resolution)
+        return resized[None]
     return np.stack([_random_crop(resized, spec.resolution, generator) for _ in range(spec.batch_size)])
 
 
-@torch.no_grad()
-def _latent_dist(vae, images: np.ndarray):
-    x = torch.from_numpy(np.array(images)).to(vae.device).permute(0, 3, 1, 2).to(torch.float32) / 255.0 * 2 - 1
-    return vae.encode(x.to(vae.dtype)).latent_dist
+class _Encoder:
+    """The VAE's latent distribution of a batch of uint8 images; the encoder call replayed from a CUDA graph
+    (fixed shape within a fit: same kernels, so the same moments) when training graphs are on."""
+
+    def __init__(self, vae) -> None:
+        self.vae, self.graphed = vae, None
+        self.replays = vae.device.type == "cuda" and graphs_enabled()
+
+    def _moments(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.parameters
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        x = torch.from_numpy(np.array(images)).to(self.vae.device).permute(0, 3, 1, 2).to(torch.float32) / 255.0 * 2 - 1
+        x = x.to(self.vae.dtype)
+        if not self.replays:
+            return self.vae.encode(x).latent_dist
+        if self.graphed is None or self.graphed.static_inputs[0].shape != x.shape:
+            from harness.diffusion.graphs import GraphedCall
+
+            self.graphed = GraphedCall(self._moments, (x,))
+        return DiagonalGaussianDistribution(self.graphed(x).clone())
+
+
+def _predict(unet, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """The UNet's noise prediction under the trainer's fp16 autocast (replayable: `GradGraphs`)."""
+    with autocast(noisy.device):
+        return unet(noisy, timesteps, encoder_hidden_states=text.expand(noisy.shape[0], -1, -1)).sample
 
 
 def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dict[str, torch.Tensor]:
@@ -186,7 +213,9 @@ def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dic
     noise_gen = torch.Generator(device=device).manual_seed(spec.seed)
     scheduler = DDPMScheduler.from_config(models.scheduler_config)
     text = models.encode_prompt(prompt)
-    dist = None if spec.augment == "per_step" else _latent_dist(vae, _training_images(image, spec, crops))
+    resized = image if spec.augment == "none" else _resize_short_side(image, spec.resolution)
+    encoder = _Encoder(vae)
+    dist = None if spec.augment == "per_step" else encoder(_training_images(resized, spec, crops))
 
     # peft draws the initial down-projections from the global generator: seed it, and leave it as found
     with seeded_global_rng(spec.seed):
@@ -198,8 +227,9 @@ def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dic
             p.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
         scaler = grad_scaler(device)
+        predict = GradGraphs(lambda noisy, t: _predict(unet, noisy, t, text), params)
         for _ in range(spec.steps):
-            step_dist = dist if dist is not None else _latent_dist(vae, _training_images(image, spec, crops))
+            step_dist = dist if dist is not None else encoder(_training_images(resized, spec, crops))
             latents = step_dist.sample(generator=noise_gen).float() * vae.config.scaling_factor
             noise = torch.randn(latents.shape, generator=noise_gen, device=device)
             timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
@@ -209,14 +239,13 @@ def fit_lora(models, vae, image: np.ndarray, prompt: str, spec: LoraSpec) -> dic
                 target = scheduler.get_velocity(latents, noise, timesteps)
             else:
                 target = noise
-            with autocast(device):
-                prediction = unet(noisy.to(models.dtype), timesteps,
-                                  encoder_hidden_states=text.expand(latents.shape[0], -1, -1)).sample
+            prediction = predict(noisy.to(models.dtype), timesteps)
             loss = F.mse_loss(prediction.float(), target.float())
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+        del predict  # its graphs hold the adapter's parameters and activations
         state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
         return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     finally:

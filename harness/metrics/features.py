@@ -7,7 +7,9 @@
 - `dift_model`: a model config (one of conf/model/) for the DIFT UNet, SD 2.1 for real runs;
 - `seed`: the per-sample seed for stochastic metrics (DIFT noise);
 - `dift_compile`: run `md_dift@regiondrag`'s fixed-shape pass (UNet trunk, VAE encoder) through torch.compile
-  (opt-in: rounding changes, one compilation per process; harness/metrics/dift.py).
+  (opt-in: rounding changes, one compilation per process; harness/metrics/dift.py);
+- `source_cache`: featurise each source image once per protocol and reuse it across methods and reruns
+  (opt-in: harness/metrics/source_cache.py).
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ class MetricContext:
         with real-weights feature networks it includes their file hashes, so new weights recompute."""
         from harness.store import stable_hash
 
-        key = dict(self.features)
+        key = {k: v for k, v in self.features.items() if k != "source_cache" or v}  # off: the keys from before it
         if self.kernels:
             key["kernels"] = self.kernels
         if self.weights:

@@ -17,6 +17,9 @@ distances, with the argmax restricted to the pixels of the editable mask (`mask 
 `md_dift@inpaint4drag` (Inpaint4Drag `utils/evaluator.py`, §6.1b): RegionDrag's evaluator exactly, except
 that `evaluation.py` passes no prompt, so the DIFT pass is conditioned on the empty prompt.
 
+`features.source_cache: true` featurises source and edit one after the other and reuses the source's
+features across methods and runs (harness/metrics/source_cache.py; opt-in, rounding-level change).
+
 Seed policy: a generator seeded with `features.seed` (42) per sample; the source image is featurised
 first and the edited image continues the same stream, as in the references. (The references seed once
 per result folder (DragDiffusion, DragLoRA) or not at all (RegionDrag, Inpaint4Drag), so no seed
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from harness.metrics.base import Metric, MetricValue, weighted_mean
 from harness.metrics.dift import DiftFeaturizer
 from harness.metrics.lpips_alex import pil_resize_bilinear, to_unit_range
+from harness.metrics.source_cache import featurize_pair
 from harness.registry import METRICS
 from harness.types import DragSample
 
@@ -133,7 +137,9 @@ class MdDiftDragDiffusion(_MdDift):
         edited = pil_resize_bilinear(edited, sample.size)
         h, w = sample.image.shape[:2]
         pair = torch.cat([to_unit_range(image, m.device, m.dtype) for image in (sample.image, edited)])
-        feats = F.interpolate(dift(pair, sample.prompt, "sample", self.generator()).float(), (h, w), mode="bilinear")
+        low = featurize_pair(self, sample.image, sample.prompt, {"latent": "sample"},
+                             lambda x, generator: dift(x, sample.prompt, "sample", generator), pair)
+        feats = F.interpolate(torch.cat(low).float(), (h, w), mode="bilinear")
         feats = feats[:1], feats[1:]
         handles = torch.from_numpy(sample.handles.astype(np.int64)[:, ::-1].copy()).to(m.device)  # (row, col)
         targets = torch.from_numpy(sample.targets.astype(np.int64)[:, ::-1].copy()).to(m.device)
@@ -169,8 +175,13 @@ class MdDiftRegionDrag(_MdDift):
     def compute(self, sample: DragSample, edited: np.ndarray, record: Mapping[str, Any]) -> MetricValue:
         dift = self.featurizer()
         m = dift.models
-        return regiondrag_distance(sample, edited, m.device, m.dtype, self.resolution,
-                                   lambda pair: dift(pair, self.prompt(sample), "mode", self.generator()))
+        prompt = self.prompt(sample)
+
+        def featurize(pair: torch.Tensor) -> torch.Tensor:
+            return torch.cat(featurize_pair(self, sample.image, prompt, {"latent": "mode", "resolution": self.resolution},
+                                            lambda x, generator: dift(x, prompt, "mode", generator), pair))
+
+        return regiondrag_distance(sample, edited, m.device, m.dtype, self.resolution, featurize)
 
 
 def regiondrag_distance(sample: DragSample, edited: np.ndarray, device: torch.device, dtype: torch.dtype,

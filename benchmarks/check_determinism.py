@@ -1,0 +1,64 @@
+"""One process's RegionDrag and DragDiffusion edits, with or without `deterministic=true`: PNG digests and times.
+
+    python benchmarks/check_determinism.py --deterministic        # GPU: random_sd15 fp16, 512²
+    python benchmarks/check_determinism.py --smoke                # CPU: tiny model
+
+Run it twice with `--deterministic` (bench_graphed_drag.py does, each a fresh process, as two `python -m
+harness` runs are): equal digests are the check; a run without the flag gives the cost. The settings are
+switched on first, as `python -m harness` does (`harness.determinism.configure`): cuBLAS reads its workspace
+setting when CUDA starts. DragDiffusion runs with a short LoRA and drag (10 steps each) to keep the check
+cheap; the operations are those of a full edit. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SHORT = {"dragdiffusion": {"lora_steps": 10, "n_pix_step": 10, "lora_cache": False}, "regiondrag": {}}
+SMOKE = {"dragdiffusion": {"lora_resolution": 64, "lora_batch_size": 1, "steps": 5}}  # CPU: small LoRA crops
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--deterministic", action="store_true")
+    args = parser.parse_args(argv)
+    from harness.determinism import configure
+
+    state = configure(args.deterministic)
+    from benchmarks.common import harness_runtime
+
+    harness_runtime()  # the kernel choices `python -m harness` makes by default (no cuDNN attention, no TF32)
+    from benchmarks.bench_regiondrag import synthetic_sample
+    from harness.diffusion.timing import device_timer
+    from harness.models import load_models
+    from harness.registry import METHODS
+    from harness.store import png_bytes
+
+    cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
+           {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    models = load_models(cfg)
+    sample = synthetic_sample(64 if args.smoke else 512)
+    out: dict = {"deterministic": state}
+    for name, params in SHORT.items():
+        try:
+            method = METHODS.get(name).build({**params, **(SMOKE.get(name, {}) if args.smoke else {})})
+            method.setup(models)
+            method.edit(sample, 42)  # warm-up: first-call costs are not determinism's
+            with device_timer(models.device) as timer:
+                image = method.edit(sample, 42).image
+            out[name] = {"png_sha256": hashlib.sha256(png_bytes(image)).hexdigest(), "seconds": timer["seconds"]}
+        except Exception as exc:  # e.g. an operation without a deterministic kernel: the finding itself
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
+    print(json.dumps(out, default=str), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
