@@ -34,6 +34,7 @@ KIND_MODULES: dict[str, str] = {
     "lcm_lora": "harness.diffusion.lcm",
     "taesd": "harness.diffusion.lcm",
     "lcm_unet": "harness.diffusion.lcm",
+    "lightningdrag": "harness.diffusion.lightningdrag",
 }
 _BUILDERS: dict[str, Builder] = {}
 _FILES: dict[str, Callable[["ComponentSpec"], list[str]]] = {}
