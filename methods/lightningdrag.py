@@ -110,7 +110,9 @@ class LightningDrag(EditMethod):
             self.unet = lcm_inpaint_pipeline(models, load_component(cfg.lora_component, models), None).unet
             self.scheduler = LCMScheduler.from_config(base.scheduler.config)
         else:
-            self.scheduler = DDIMScheduler.from_config(base.scheduler.config)
+            # the release builds DDIMScheduler from the base config and hands it to StableDiffusionPipeline's
+            # __init__, which rewrites steps_offset to 1 and clip_sample to False (its deprecated-config fix)
+            self.scheduler = DDIMScheduler.from_config(base.scheduler.config, steps_offset=1, clip_sample=False)
         self.scheduler = copy.deepcopy(self.scheduler)
         self.text = base.encode_prompt("", models.device, 1, False)[0]
 

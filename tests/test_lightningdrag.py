@@ -127,6 +127,35 @@ def test_edit_is_seeded_restores_the_unet_and_follows_candidates(tiny_inpaint):
     assert lcm.edit(sample, 3).info["denoising_timesteps"] != a.info["denoising_timesteps"]
 
 
+def test_pipeline_matches_the_stored_release_run(tiny_inpaint):
+    """`tests/fixtures/lightningdrag_release.npz`: the release's LightningDragPipeline (@73de513, run from a
+    fetched copy with these tiny random weights: UNet, appearance encoder, point modules, IP-Adapter; DDIM, 3
+    steps, g 4, inv_square, 4 candidates, seed 42 through `torch.manual_seed`, 128², two points). Measured:
+    ε max |Δ| 2.0e-6 (first step) / 2.6e-6 (last), latents 1.4e-5 / 1.8e-5 (values up to 13.6), image ≤ 1
+    level: fp32 rounding (diffusers' IP-Adapter processor vs the release's own)."""
+    ref = np.load(Path(__file__).parent / "fixtures" / "lightningdrag_release.npz")
+    method = LightningDrag.build({"steps": 3, "size": 128})
+    method.setup(tiny_inpaint)
+    rng = np.random.default_rng(0)
+    image = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((128, 128), bool)
+    mask[20:100, 30:110] = True
+    sample = DragSample("t/c/s", image, "", [[40, 50], [70, 60]], [[60, 55], [90, 80]], mask)
+    eps, latents = [], []
+    hook = method.unet.register_forward_hook(lambda _m, _a, out: eps.append(out[0]))
+    step = method.scheduler.step
+    method.scheduler.step = lambda *a, **k: (lambda out: (latents.append(out[0]), out)[1])(step(*a, **k))
+    try:
+        out = method.edit(sample, 42)
+    finally:
+        hook.remove()
+        del method.scheduler.step
+    assert np.abs(eps[0].numpy() - ref["eps_first"]).max() < 1e-5 and np.abs(eps[-1].numpy() - ref["eps_last"]).max() < 1e-5
+    assert np.abs(latents[0].numpy() - ref["latents_first"]).max() < 1e-4
+    assert np.abs(latents[-1].numpy() - ref["latents_last"]).max() < 1e-4
+    assert np.abs(out.image.astype(int) - ref["image"].astype(int)).max() <= 1
+
+
 REFERENCE = os.environ.get("EDITLAB_LIGHTNINGDRAG_REF")
 
 

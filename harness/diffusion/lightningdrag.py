@@ -192,7 +192,9 @@ class LightningDragModules:
         finally:
             for hook in hooks:
                 hook.remove()
-        return bank
+        # the release's `ReferenceAttentionControl.update` casts the bank to float16 whatever the run's dtype
+        # (a no-op in its fp16 runs, a rounding in float32 ones): kept, so float32 runs match it too
+        return {name: tokens.to(torch.float16).to(latents.dtype) for name, tokens in bank.items()}
 
     @contextlib.contextmanager
     def attached(self, unet) -> Iterator[DragState]:
