@@ -4,6 +4,7 @@ EDITLAB_LIGHTNINGDRAG_REF names a checkout of it."""
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import sys
 from pathlib import Path
@@ -144,7 +145,14 @@ def test_pipeline_matches_the_stored_release_run(tiny_inpaint):
     eps, latents = [], []
     hook = method.unet.register_forward_hook(lambda _m, _a, out: eps.append(out[0]))
     step = method.scheduler.step
-    method.scheduler.step = lambda *a, **k: (lambda out: (latents.append(out[0]), out)[1])(step(*a, **k))
+
+    @functools.wraps(step)  # the method passes what the step's signature accepts
+    def recording_step(*args, **kwargs):
+        out = step(*args, **kwargs)
+        latents.append(out[0])
+        return out
+
+    method.scheduler.step = recording_step
     try:
         out = method.edit(sample, 42)
     finally:
