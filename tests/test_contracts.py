@@ -52,11 +52,11 @@ SMALL = {  # small step overrides so that every method runs in seconds on the ti
     "kv_edit": dict(steps=2, skip_step=0), "flux_kontext": dict(steps=2, auto_resize=False),
     "inpaint4drag": dict(preset="app", steps=2), "fastdrag": dict(steps=4, inversion_strength=0.5),
     "instruct_pix2pix": dict(steps=2, resolution=64), "magicbrush": dict(steps=2, resolution=64),
-    "qwen_image_edit": dict(steps=2, area=64 * 64),
+    "qwen_image_edit": dict(steps=2, area=64 * 64), "lightningdrag": dict(steps=2, size=64, candidates=1),
     "draglora": dict(_DDIM, n_pix_step=2), "diffeditor": dict(resolution=64, steps=8), "dragondiffusion": dict(resolution=64, steps=8),
 }
 OWN_MODEL = {"paint_by_example": "tiny_pbe", "sd_inpaint": "tiny_inpaint", "flux_kontext": "tiny_flux_kontext",
-             "inpaint4drag": "tiny_inpaint",
+             "inpaint4drag": "tiny_inpaint", "lightningdrag": "tiny_inpaint",
              **dict.fromkeys(("rf_solver_edit", "fireflow", "flowedit", "kv_edit"), "tiny_flux"),
              "instruct_pix2pix": "tiny_instruct_pix2pix", "magicbrush": "tiny_instruct_pix2pix",
              "qwen_image_edit": "tiny_qwen_image_edit"}

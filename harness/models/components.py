@@ -35,6 +35,7 @@ KIND_MODULES: dict[str, str] = {
     "taesd": "harness.diffusion.lcm",
     "lcm_unet": "harness.diffusion.lcm",
     "diffeditor_ip": "harness.diffusion.image_prompt_bank",
+    "lightningdrag": "harness.diffusion.lightningdrag",
 }
 _BUILDERS: dict[str, Builder] = {}
 _FILES: dict[str, Callable[["ComponentSpec"], list[str]]] = {}
