@@ -42,7 +42,9 @@ def exported(tmp_path_factory):
 
 
 def config(out: Path, *overrides: str):
-    cfg = compose(["method=[regiondrag]", METRICS, "reporting.html=false", f"weights_lock_file={out / 'weights.lock'}",
+    # The base model's real-weights path is under test here; RegionDrag's IP-Adapter Plus would need its own
+    # real files (h94/IP-Adapter), which tests/test_ip_adapter.py covers on a directory laid out like the hub's.
+    cfg = compose(["method=[regiondrag]", "method.regiondrag.ip_adapter=off", METRICS, "reporting.html=false", f"weights_lock_file={out / 'weights.lock'}",
                    *overrides])
     cfg["out_dir"] = str(out / "run")
     return OmegaConf.create(cfg)
@@ -136,7 +138,7 @@ def test_lock_then_verify_then_a_flipped_byte_refuses_before_editing(tmp_path, e
     model_dir = tmp_path / "sd15"
     shutil.copytree(exported["tiny"], model_dir)
     lock = tmp_path / "weights.lock"
-    overrides = ["model=sd15", f"model.path={model_dir}", "method=[regiondrag]"]
+    overrides = ["model=sd15", f"model.path={model_dir}", "method=[regiondrag]", "method.regiondrag.ip_adapter=off"]
     models_main(["lock", *overrides, "--lock", str(lock)])
     locked = yaml.safe_load(lock.read_text())["sources"][str(model_dir)]
     assert locked["config"] == "sd15" and len(locked["files"]) >= 8
