@@ -56,6 +56,14 @@ class EditMethod:
     def setup(self, models: Any) -> None:
         self.models = models
 
+    def require_pipeline(self, models: Any, pipeline: type, needs: str, choices: str) -> None:
+        """Refuse a base model whose diffusers pipeline is not `pipeline` (a method built for a 9-channel
+        inpainting UNet or an MM-DiT cannot run on another), naming the method, what it `needs`, the model
+        configs that provide it (`choices`) and what was given."""
+        if not isinstance(models.pipe, pipeline):
+            raise TypeError(f"{self.name} needs {needs} ({choices}), got {models.spec.identity} "
+                            f"({type(models.pipe).__name__})")
+
     def edit(self, sample: Sample, seed: int) -> EditResult:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -80,9 +80,8 @@ class Inpaint4Drag(EditMethod):
 
         from harness.models.components import load_component
 
-        if not isinstance(models.pipe, StableDiffusionInpaintPipeline):
-            raise TypeError(f"inpaint4drag needs an inpainting model (model@method.inpaint4drag.model: sd15_inpaint, "
-                            f"random_sd15_inpaint or tiny_inpaint), got {models.spec.identity} ({type(models.pipe).__name__})")
+        self.require_pipeline(models, StableDiffusionInpaintPipeline, "an inpainting model",
+                              "model@method.inpaint4drag.model: sd15_inpaint, random_sd15_inpaint or tiny_inpaint")
         cfg = self.config
         self.models = models
         lora = load_component(cfg.lora_component, models) if cfg.lora_component else None

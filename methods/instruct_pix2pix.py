@@ -82,10 +82,8 @@ class InstructPix2Pix(EditMethod):
     def setup(self, models) -> None:
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
-        if not isinstance(models.pipe, StableDiffusionInstructPix2PixPipeline):
-            raise TypeError(f"{self.name} needs an InstructPix2Pix-architecture model (model: instruct_pix2pix, "
-                            f"magicbrush, random_instruct_pix2pix or tiny_instruct_pix2pix), got "
-                            f"{models.spec.identity} ({type(models.pipe).__name__})")
+        self.require_pipeline(models, StableDiffusionInstructPix2PixPipeline, "an InstructPix2Pix-architecture model",
+                              "model: instruct_pix2pix, magicbrush, random_instruct_pix2pix or tiny_instruct_pix2pix")
         self.models = models
 
     def canvas(self, sample: PromptEditSample) -> Image.Image:

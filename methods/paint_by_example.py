@@ -81,9 +81,8 @@ class PaintByExample(EditMethod):
     def setup(self, models) -> None:
         from diffusers import PaintByExamplePipeline
 
-        if not isinstance(models.pipe, PaintByExamplePipeline):
-            raise TypeError(f"paint_by_example needs a Paint-by-Example model (model: paint_by_example, random_pbe "
-                            f"or tiny_pbe), got {models.spec.identity} ({type(models.pipe).__name__})")
+        self.require_pipeline(models, PaintByExamplePipeline, "a Paint-by-Example model",
+                              "model: paint_by_example, random_pbe or tiny_pbe")
         self.models = models
         cls = _released_mask_pipeline_class() if self.config.mask_resize == "bilinear" else PaintByExamplePipeline
         self.pipe = derive_pipeline(models.pipe, self.config.scheduler, cls)

@@ -67,10 +67,8 @@ class QwenImageEdit(EditMethod):
     def setup(self, models) -> None:
         from diffusers import QwenImageEditPipeline
 
-        if not isinstance(models.pipe, QwenImageEditPipeline):
-            raise TypeError(f"qwen_image_edit needs a Qwen-Image-Edit model (model: qwen_image_edit, "
-                            f"random_qwen_image_edit or tiny_qwen_image_edit), got {models.spec.identity} "
-                            f"({type(models.pipe).__name__})")
+        self.require_pipeline(models, QwenImageEditPipeline, "a Qwen-Image-Edit model",
+                              "model: qwen_image_edit, random_qwen_image_edit or tiny_qwen_image_edit")
         self.models = models
 
     @torch.no_grad()

@@ -50,9 +50,8 @@ class SDInpaint(EditMethod):
     def setup(self, models) -> None:
         from diffusers import StableDiffusionInpaintPipeline
 
-        if not isinstance(models.pipe, StableDiffusionInpaintPipeline):
-            raise TypeError(f"sd_inpaint needs an inpainting model (model: sd15_inpaint, random_sd15_inpaint or "
-                            f"tiny_inpaint), got {models.spec.identity} ({type(models.pipe).__name__})")
+        self.require_pipeline(models, StableDiffusionInpaintPipeline, "an inpainting model",
+                              "model: sd15_inpaint, random_sd15_inpaint or tiny_inpaint")
         self.models = models
         self.pipe = derive_pipeline(models.pipe, self.config.scheduler)
 
