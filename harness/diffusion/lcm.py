@@ -149,5 +149,7 @@ class GraphedPipelineUNet(torch.nn.Module):
                 **extra: Any):
         if any(v is not None for v in extra.values()):
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict, **extra)
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
         out = self.graphed(sample, timestep, encoder_hidden_states)
-        return (out,) if not return_dict else type("Output", (), {"sample": out})()
+        return UNet2DConditionOutput(sample=out) if return_dict else (out,)

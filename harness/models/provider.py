@@ -26,11 +26,10 @@ import torch
 
 from harness import determinism
 from harness.models import instruct
-
-log = logging.getLogger(__name__)
-
 from harness.models.flux import FLUX_PIPELINES, build_random_flux, load_pretrained_flux
 from harness.models.spec import PIPELINES, ModelSpec
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class DiffusionModels:
