@@ -19,6 +19,7 @@ only at step indices ≥ 5, Q-9). The release seeds once (`seed_everything(42)`)
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,7 @@ class FastDrag(EditMethod):
             t = self.scheduler.timesteps[i]
             self.kv.set_slot(i)
             replace = cfg.kv_replace == "every_step" or i >= 5
-            with self.kv.paste() if replace else _nothing():
+            with self.kv.paste() if replace else contextlib.nullcontext():
                 eps = self.unet(latent, t, encoder_hidden_states=text).sample
             latent = self.scheduler.step(eps, t, latent, return_dict=False)[0]
             if cfg.fp16_recast:
@@ -177,8 +178,3 @@ class FastDrag(EditMethod):
         self.last_trajectory = (inverted, warped, trajectory)  # parity tests read the intermediate latents
         return EditResult(image=np.ascontiguousarray((out * 255).astype(np.uint8)), info=info)
 
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
