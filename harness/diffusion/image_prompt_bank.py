@@ -22,13 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.diffusion.attention import transformer_blocks
-from harness.diffusion.ip_adapter import _VIT_H, _VIT_TINY, IP_ARCHS, IPAdapter, convert, random_state_dict
+from harness.diffusion.ip_adapter import IP_ARCHS, IPAdapter, convert, random_state_dict
 from harness.diffusion.kv_bank import SelfAttentionBank
 from harness.models.components import ComponentSpec, component_builder
 
-# DiffEditor's Resampler: width = the UNet's cross-attention width, 12 heads of 64, 64 queries, depth 4
-IP_ARCHS.setdefault("diffeditor_ip", dict(encoder=_VIT_H, plus=True, width=768, heads=12, tokens=64))
-IP_ARCHS.setdefault("diffeditor_ip_tiny", dict(encoder=_VIT_TINY, plus=True, width=32, heads=1, tokens=64))
 ENCODER_COMPONENT = "ip_adapter_plus_sd15"
 
 

@@ -35,6 +35,10 @@ IP_ARCHS: dict[str, dict[str, Any]] = {
     "ip_adapter_plus_tiny": dict(encoder=_VIT_TINY, plus=True, width=64, heads=1, tokens=16),
     "ip_adapter": dict(encoder=_VIT_H, plus=False, tokens=4),
     "ip_adapter_tiny": dict(encoder=_VIT_TINY, plus=False, tokens=4),
+    # DiffEditor's image prompt (Adapter/DragonDiffusion ip_sd15_64.bin; harness/diffusion/image_prompt_bank.py):
+    # width = the UNet's cross-attention width, 12 heads of 64, 64 queries, depth 4
+    "diffeditor_ip": dict(encoder=_VIT_H, plus=True, width=768, heads=12, tokens=64),
+    "diffeditor_ip_tiny": dict(encoder=_VIT_TINY, plus=True, width=32, heads=1, tokens=64),
 }
 
 
