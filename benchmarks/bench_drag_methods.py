@@ -28,7 +28,7 @@ from harness.registry import METHODS  # noqa: E402
 
 METHODS_TIMED = ("regiondrag", "dragdiffusion", "dragnoise", "freedrag", "gooddrag", "sdedrag")
 # on their own models/components, split into load / warm-up / per-image, beside their releases (bench_fast_drag.py)
-STAGED = ("inpaint4drag", "fastdrag")
+STAGED = ("inpaint4drag", "fastdrag", "lightningdrag")
 # timed only when named (--methods): the 2024–25 methods of issue #16
 EXTRA_TIMED = ("draglora", "diffeditor", "dragondiffusion")
 # fields the timed (non-smoke) run sets: DiffEditor/DragonDiffusion at 512² (their UI default is 768)

@@ -2,6 +2,7 @@
 one `python -m harness` process, wall clock from launch to the written report (model loading included).
 
     python benchmarks/bench_end_to_end.py                    # GPU: 205 samples, random_sd15 + random_sd21
+    python benchmarks/bench_end_to_end.py --protocol regiondrag   # issue #20's job: RegionDrag's LPIPS + MD only (60 s)
     python benchmarks/bench_end_to_end.py --smoke            # CPU: 4 small samples, tiny models, no MD (tests the script)
     python benchmarks/bench_end_to_end.py -- score_during_edit=false    # extra Hydra overrides after --
     python benchmarks/bench_end_to_end.py -- method.regiondrag.batch_size=8 tf32_matmul=true   # the fast settings
@@ -43,6 +44,9 @@ CATEGORIES = ("animals", "art_work", "building_city_view", "building_countryside
 # the issue's job: RegionDrag plus LPIPS and both MD metrics (`--timing-metrics` adds time and peak_mem, which
 # keeps the scorer from running during the edit stage: harness/concurrent_scoring.py)
 METRICS = ["lpips_alex@dragdiffusion", "lpips_alex@regiondrag", "md_dift@dragdiffusion", "md_dift@regiondrag"]
+# issue #20's RegionDrag protocol job (target 60 s): RegionDrag's own metrics only (`--protocol regiondrag`)
+PROTOCOL_METRICS = {"both": METRICS, "regiondrag": ["lpips_alex@regiondrag", "md_dift@regiondrag"]}
+TARGET_S = {"both": 120.0, "regiondrag": 60.0}
 TIMING_METRICS = ["time", "peak_mem"]
 
 
@@ -92,14 +96,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=205)
     parser.add_argument("--workdir", default=None, help="where to write the dataset and the run (default: a temp dir)")
     parser.add_argument("--timing-metrics", action="store_true", help="also score time and peak_mem")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOL_METRICS), default="both",
+                        help="both MD/LPIPS protocols (the 2-minute job) or RegionDrag's own (the 60-s job)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the run")
     args = parser.parse_args(argv)
     if args.smoke:  # DIFT at 768² takes seconds per sample on a CPU even with the tiny model
         n, width, heights = 4, 64, [48, 64, 48, 40]
-        model, metrics = ["model=tiny", "features=smoke"], [m for m in METRICS if not m.startswith("md_dift")]
+        model = ["model=tiny", "features=smoke"]
+        metrics = [m for m in PROTOCOL_METRICS[args.protocol] if not m.startswith("md_dift")]
     else:
         n, width, heights = args.samples, 512, dragbench_heights(np.random.default_rng(0))
-        model, metrics = ["model=random_sd15", "features=random_sd21"], METRICS
+        model, metrics = ["model=random_sd15", "features=random_sd21"], PROTOCOL_METRICS[args.protocol]
     if args.timing_metrics:
         metrics = metrics + TIMING_METRICS
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "samples": n, "width": width, "distinct_heights": len(set(heights[:n])),
         "run_command": " ".join(["python", "-m", "harness", *command[3:]]),
-        "wall_s": wall, "target_s": 120.0, "stage_seconds": run.get("stage_seconds"),
+        "wall_s": wall, "protocol": args.protocol, "target_s": TARGET_S[args.protocol], "stage_seconds": run.get("stage_seconds"),
         "edit_setup_s": [info.get("setup_s") for info in (run.get("edit_summary") or {}).values()],
         "ok": len(edit_s), "failed": sum(r.get("status") == "failed" for r in records),
         "edit_s_sum": float(np.sum(edit_s)), "edit_s_median": float(np.median(edit_s)) if edit_s else None,

@@ -1,7 +1,7 @@
-"""Time per 512² edit of the fast drag methods (Inpaint4Drag, FastDrag) with full-size random weights,
+"""Time per 512² edit of the fast drag methods (Inpaint4Drag, FastDrag, LightningDrag) with full-size random weights,
 split into load (model, components, setup), warm-up (first edit: CUDA graphs, kernel choice) and per-image
 (median of repeated edits), next to the released code where it runs on the same GPU and weights. Called by
-`benchmarks/bench_drag_methods.py --methods inpaint4drag fastdrag [--releases DIR]`.
+`benchmarks/bench_drag_methods.py --methods inpaint4drag fastdrag lightningdrag [--releases DIR]`.
 
 Released code (`--releases DIR` holding the fetched `Inpaint4Drag/` and `FastDrag/` files; never committed):
 - Inpaint4Drag: `evaluation.py::ImageProcessor.process_single_image` with its pipeline built as its
@@ -38,8 +38,13 @@ MODELS = {  # (GPU, --smoke)
     "fastdrag": ({"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"},
                  {"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"}),
 }
-SMOKE_CONFIG = {"inpaint4drag": {"preset": "app", "steps": 2}, "fastdrag": {"steps": 4, "inversion_strength": 0.5}}
-VARIANTS = {"inpaint4drag": {"eager": {"cuda_graphs": False}}, "fastdrag": {"one_copy": {"batch_of_two": False}}}
+MODELS["lightningdrag"] = MODELS["inpaint4drag"]  # an SD 1.5 inpainting UNet under its own modules
+SMOKE_CONFIG = {"inpaint4drag": {"preset": "app", "steps": 2}, "fastdrag": {"steps": 4, "inversion_strength": 0.5},
+                "lightningdrag": {"steps": 2, "candidates": 1}}
+VARIANTS = {"inpaint4drag": {"eager": {"cuda_graphs": False}}, "fastdrag": {"one_copy": {"batch_of_two": False}},
+            # the release makes 4 candidates per call (Q-18); one candidate is the time of the image scored
+            "lightningdrag": {"one_candidate": {"candidates": 1}, "lcm": {"preset": "lcm"}}}
+RELEASES = ("inpaint4drag", "fastdrag")  # releases timed beside ours (LightningDrag's needs its Gradio app's loader)
 
 
 def region_sample(size: int) -> DragSample:
@@ -74,7 +79,7 @@ def staged(name: str, smoke: bool, size: int, releases: Path | None, repeat: int
         variant.setup(models)
         variant.edit(sample, 42)
         run[f"per_image_{label}_s"] = statistics.median(timed(lambda: variant.edit(sample, 42)) for _ in range(3))
-    if releases is not None:
+    if releases is not None and name in RELEASES:
         try:
             run["release"] = (release_inpaint4drag if name == "inpaint4drag" else release_fastdrag)(
                 releases, models, sample, 1 if smoke else repeat)

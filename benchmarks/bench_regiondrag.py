@@ -156,9 +156,9 @@ def main() -> None:
     repeat = 2 if args.smoke else args.repeat
     models = load_models(model_cfg)
     sample = synthetic_sample(size)
-    method = RegionDrag.build({})
+    method = RegionDrag.build({"ip_adapter": args.ip_adapter})
     method.setup(models)
-    rows, payload = [], {"size": size, "model": models.describe(), "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "dense_pairs": int(len(sample.dense_handles))}
+    rows, payload = [], {"size": size, "model": models.describe(), "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "dense_pairs": int(len(sample.dense_handles)), "ip_adapter": args.ip_adapter}
 
     ours = time_fn(lambda: method.edit(sample, 42), warmup=1 if args.smoke else 3, repeat=repeat)
     rows.append({"what": "regiondrag (ours, CUDA graphs on GPU)", **ours})
