@@ -69,9 +69,9 @@ def warp_latent(latent: torch.Tensor, mask: torch.Tensor, handles: torch.Tensor,
     moved = torch.round(moved[ok])  # the release rounds twice (a no-op) before int()
     rows = moved[:, 0].long().clamp(0, h - 1)
     cols = moved[:, 1].long().clamp(0, w - 1)
-    first = np.unique((rows * w + cols).numpy(), return_index=True)[1]
-    first.sort()
-    source = cells_long[ok][torch.from_numpy(first)]
+    first = np.unique((rows * w + cols).cpu().numpy(), return_index=True)[1]  # the first writer of each cell
+    first = torch.from_numpy(np.sort(first)).to(rows.device)
+    source = cells_long[ok][first]
     out = latent.clone()
     out[:, :, inside] = 0
     out[:, :, rows[first], cols[first]] = latent[:, :, source[:, 0], source[:, 1]]
