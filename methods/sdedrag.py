@@ -126,8 +126,9 @@ class SDEDrag(EditMethod):
     name = "sdedrag"
     families = ("drag",)
     Config = SDEDragConfig
-    runtime_fields = ("lora_cache", "cuda_graphs")
-    key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
+    runtime_fields = ("lora_cache",)
+    # `auto` on a full model runs the configured LoRA, as before profiles; `cuda_graphs=true` changes outputs on the GPU
+    key_omits_default = ("lora_profile", "cuda_graphs")
 
     @classmethod
     def for_model(cls, params, model):

@@ -60,7 +60,7 @@ class DDIMDragConfig:
     lora_resolution: int = 512
     lora_seed: int = 0
     lora_cache: bool = True
-    cuda_graphs: bool = False  # LoRA and drag passes replayed from CUDA graphs (GPU; opt-in until GPU parity is measured)
+    cuda_graphs: bool = False  # LoRA and drag passes replayed from CUDA graphs (GPU): 1.28× for DragDiffusion, not bit-identical (NOTES.md)
     # inversion
     steps: int = 50
     inversion_strength: float | None = 0.7
@@ -139,8 +139,10 @@ def editable_on_latent(mask: np.ndarray, grid_hw: tuple[int, int], latent_hw: tu
 class DDIMDragMethod(EditMethod):
     families = ("drag",)
     Config = DDIMDragConfig
-    runtime_fields = ("lora_cache", "cuda_graphs")  # where the LoRA came from, graph replay: no output changes
-    key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
+    runtime_fields = ("lora_cache",)  # where the LoRA came from: no output change
+    # `auto` on a full model runs the configured LoRA, as before profiles; `cuda_graphs=true` changes outputs on
+    # the GPU (graphed backward kernels reduce in another order: benchmarks/NOTES.md), so it keys its own folder
+    key_omits_default = ("lora_profile", "cuda_graphs")
 
     @classmethod
     def for_model(cls, params, model):

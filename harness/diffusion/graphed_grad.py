@@ -13,8 +13,10 @@ capture mode, which a scorer allocating concurrently in another thread breaks (h
 `capture_graph`, uses the capture lock and thread-local mode instead), and it only finds parameters of
 module callables.
 
-Opt-in (`training_graphs(True)`; the methods' `cuda_graphs=true`): the CPU cannot run graphs, and the GPU
-parity and speed measurement (benchmarks/bench_graphed_drag.py) has not run yet (benchmarks/NOTES.md).
+Opt-in (`training_graphs(True)`; the methods' `cuda_graphs=true`): the CPU cannot run graphs, and on an H100
+DragDiffusion's edit was 1.28× faster (drag stage 2.1×, LoRA fit 1.17×) but not bit-identical to the eager path
+(LoRA weights 7e-4 apart after a short fit; benchmarks/bench_graphed_drag.py, benchmarks/NOTES.md), so the
+setting enters the store key when on.
 
 A graph reads the weights at their capture addresses: a `GradGraphs` lives for one LoRA fit or one drag
 (the per-sample LoRA is new parameters each edit) and is dropped with it. Graphs are skipped (the plain
