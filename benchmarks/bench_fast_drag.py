@@ -44,7 +44,6 @@ SMOKE_CONFIG = {"inpaint4drag": {"preset": "app", "steps": 2}, "fastdrag": {"ste
 VARIANTS = {"inpaint4drag": {"eager": {"cuda_graphs": False}}, "fastdrag": {"one_copy": {"batch_of_two": False}},
             # the release makes 4 candidates per call (Q-18); one candidate is the time of the image scored
             "lightningdrag": {"one_candidate": {"candidates": 1}, "lcm": {"preset": "lcm"}}}
-RELEASES = ("inpaint4drag", "fastdrag")  # releases timed beside ours (LightningDrag's needs its Gradio app's loader)
 
 
 def region_sample(size: int) -> DragSample:
@@ -79,10 +78,11 @@ def staged(name: str, smoke: bool, size: int, releases: Path | None, repeat: int
         variant.setup(models)
         variant.edit(sample, 42)
         run[f"per_image_{label}_s"] = statistics.median(timed(lambda: variant.edit(sample, 42)) for _ in range(3))
-    if releases is not None and name in RELEASES:
+    # releases timed beside ours (LightningDrag's entry point is its Gradio app's loader: not timed)
+    release = {"inpaint4drag": release_inpaint4drag, "fastdrag": release_fastdrag}.get(name)
+    if releases is not None and release is not None:
         try:
-            run["release"] = (release_inpaint4drag if name == "inpaint4drag" else release_fastdrag)(
-                releases, models, sample, 1 if smoke else repeat)
+            run["release"] = release(releases, models, sample, 1 if smoke else repeat)
             ours = run["release"].get("ours_warp_bnni_s", per_image)  # FastDrag: the warp against the warp
             run["release_over_ours"] = run["release"]["per_image_s"] / ours
         except Exception as exc:  # a release that cannot run here must not lose our numbers

@@ -4,9 +4,10 @@ of the single-stream blocks 20–37 from the inversion during the first `inject`
 
 Released defaults (edit.py's argparse): FLUX.1-dev, 25 steps, guidance 5 for sampling and 1 for the
 inversion, `inject` 20; its example scripts use guidance 2 and inject 2–5 per image. Its paper prints no
-PIE-Bench table; the PIE-Bench RF-Solver row editlab compares with is FireFlow's re-run (reports/flux_pie.yaml). As released, V is shared for text and image tokens
-alike, and the first-order V of the inversion step t_{k+1} → t_k (computed at t_{k+1}) replaces the one of the
-sampling step t_k → t_{k+1} (both keyed by the interval's upper time); the midpoint calls coincide in time.
+PIE-Bench table; the PIE-Bench RF-Solver row editlab compares with is FireFlow's re-run (reports/flux_pie.yaml).
+As released, V is shared for text and image tokens alike, and the first-order V of the inversion step
+t_{k+1} → t_k (computed at t_{k+1}) replaces the one of the sampling step t_k → t_{k+1} (both keyed by the
+interval's upper time); the midpoint calls coincide in time.
 `solver` = euler | midpoint | fireflow swaps the ODE step (FireFlow's other `sampling_strategy` values).
 """
 from __future__ import annotations

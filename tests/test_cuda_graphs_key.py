@@ -1,7 +1,8 @@
 """`cuda_graphs` of the gradient-based drag methods changes outputs on the GPU (benchmarks/NOTES.md: DragDiffusion's
 graphed LoRA fit differs from the eager one by 7e-4), so `true` must key its own run folder while the default
-(eager) keeps the keys of earlier runs. Forward-only graphs (RegionDrag, Inpaint4Drag) are bit-identical and
-stay runtime settings."""
+(eager) keeps the keys of earlier runs. Forward-only graphs stay runtime settings: RegionDrag's graphed edit equals
+its eager one on the H100 (max |Δ| 0, benchmarks/results/regiondrag-ip_adapter_plus-*.json); Inpaint4Drag replays
+the same kind of forward-only UNet graph (its GPU graphed-vs-eager output comparison is not yet made)."""
 from __future__ import annotations
 
 import pytest

@@ -60,7 +60,7 @@ class DDIMDragConfig:
     lora_resolution: int = 512
     lora_seed: int = 0
     lora_cache: bool = True
-    cuda_graphs: bool = False  # LoRA and drag passes replayed from CUDA graphs (GPU): 1.28× for DragDiffusion, not bit-identical (NOTES.md)
+    cuda_graphs: bool = False  # LoRA and drag passes as CUDA graphs (GPU): 1.28× for DragDiffusion, not bit-identical
     # inversion
     steps: int = 50
     inversion_strength: float | None = 0.7
