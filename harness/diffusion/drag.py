@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.diffusion.deterministic_grad import grid_sample_border
 from harness.diffusion.precision import autocast, grad_scaler
 
 REACHED_PX = 2.0  # "within 2 px" on the supervision grid, in every released variant
@@ -56,12 +57,13 @@ def reached(handles: torch.Tensor, targets: torch.Tensor, tol: float = REACHED_P
 
 
 def bilinear_sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Features (1, C, h, w) at float (x, y) positions (..., 2) → (C, ...), bilinear, border-clamped."""
+    """Features (1, C, h, w) at float (x, y) positions (..., 2) → (C, ...), bilinear, border-clamped (with a
+    deterministic backward under `deterministic=true`: harness/diffusion/deterministic_grad.py)."""
     h, w = features.shape[-2:]
     p = points.to(features.device, features.dtype)
     grid = torch.stack([2 * p[..., 0] / max(w - 1, 1) - 1, 2 * p[..., 1] / max(h - 1, 1) - 1], dim=-1)
     flat = grid.reshape(1, 1, -1, 2)
-    out = F.grid_sample(features, flat, mode="bilinear", padding_mode="border", align_corners=True)
+    out = grid_sample_border(features, flat)
     return out.reshape(features.shape[1], *points.shape[:-1])
 
 

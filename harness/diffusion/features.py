@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from harness.diffusion.deterministic_grad import bilinear_resize
 
 
 class BlockTap:
@@ -47,8 +48,9 @@ class BlockTap:
 
 
 def resize_features(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False, as `F.interpolate` defaults) in float32 to the supervision grid."""
-    return F.interpolate(features.float(), size, mode="bilinear")
+    """Bilinear resize (align_corners=False, as `F.interpolate` defaults) in float32 to the supervision grid
+    (with a deterministic backward under `deterministic=true`: harness/diffusion/deterministic_grad.py)."""
+    return bilinear_resize(features.float(), size)
 
 
 def supervision_size(image_hw: tuple[int, int], scale: float = 0.5) -> tuple[int, int]:
