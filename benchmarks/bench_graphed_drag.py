@@ -6,8 +6,9 @@ one process on one GPU (issue #20, target 1), plus the `deterministic=true` chec
 
 Per method (documented defaults, LoRA cache off, DragNoise's LoRA at its 200 published steps as
 bench_drag_methods.py runs it):
-1. parity: a few-step edit eagerly (`cuda_graphs=false`, today's path) and with graphs; max |Δ| of the PNGs;
-   the LoRA weights of a short fit both ways;
+1. parity: a few-step edit eagerly (`cuda_graphs=false`) and with graphs, max and mean |Δ| of the PNGs, beside
+   two yardsticks: the eager edit twice (the GPU's own run-to-run spread) and with other seeds (the protocol's
+   freedom); the same for the LoRA weights of a short fit;
 2. one full edit with graphs, stages apart (`lora`, `inversion`, `drag`, `denoise`, `decode`), then the same
    edit eagerly while the time budget (`--budget-s`) allows, and the two outputs compared.
 Determinism: `benchmarks/check_determinism.py` twice with `deterministic=true` and once without, each a
@@ -40,29 +41,46 @@ T0 = time.perf_counter()
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    return {"max_abs_diff": int(diff.max()), "identical_fraction": float((diff == 0).mean())}
+    return {"max_abs_diff": int(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "identical_fraction": float((diff == 0).mean())}
 
 
 def lora_parity(models, size: int) -> dict[str, Any]:
-    """A short LoRA fit eagerly and with graphs, for each data mode (per_step, once, none)."""
+    """A short LoRA fit eagerly and with graphs, for each data mode (per_step, once, none), max |Δ| of the
+    weights; beside it the yardsticks: the same eager fit twice (the GPU's own run-to-run freedom) and an
+    eager fit with another LoRA seed (the protocol's freedom)."""
     from harness.diffusion.graphed_grad import training_graphs
     from harness.diffusion.lora import LoraSpec, fit_lora
 
     image = synthetic_sample(size).image
+
+    def fit(spec: LoraSpec, graphs: bool) -> dict[str, torch.Tensor]:
+        with training_graphs(graphs):
+            return fit_lora(models, models.vae, image, "a photo", spec)
+
+    def gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
     out = {}
     for augment, batch in (("per_step", 4), ("once", 4), ("none", 1)):
         spec = LoraSpec(rank=16, steps=5, batch_size=batch, augment=augment, resolution=size)
-        states = []
-        for graphs in (False, True):
-            with training_graphs(graphs):
-                states.append(fit_lora(models, models.vae, image, "a photo", spec))
-        out[augment] = max(float((states[0][k] - states[1][k]).abs().max()) for k in states[0])
+        eager = fit(spec, False)
+        out[augment] = {"graphs_vs_eager": gap(eager, fit(spec, True)), "eager_vs_eager": gap(eager, fit(spec, False)),
+                        "seed_change": gap(eager, fit(LoraSpec(**{**vars(spec), "seed": 1}), False))}
     return out
 
 
 def parity_few_steps(name: str, models, sample) -> dict[str, Any]:
-    images = [build(name, models, {**FEW_STEPS[name], "cuda_graphs": g}).edit(sample, 42).image for g in (False, True)]
-    return compare(*images)
+    """A few-step edit with graphs against the same edit eagerly; beside it the yardsticks: the eager edit
+    twice (run-to-run freedom of today's path) and with other seeds (the protocol's freedom: edit seed 43 and
+    `lora_seed` 1, since the DDIM-inversion methods draw no noise from the edit seed)."""
+    def edit(graphs: bool, seed: int = 42, lora_seed: int = 0) -> np.ndarray:
+        params = {**FEW_STEPS[name], "cuda_graphs": graphs, "lora_seed": lora_seed}
+        return build(name, models, params).edit(sample, seed).image
+
+    eager = edit(False)
+    return {"graphs_vs_eager": compare(eager, edit(True)), "eager_vs_eager": compare(eager, edit(False)),
+            "seed_change": compare(eager, edit(False, 43, 1))}
 
 
 def full_run(name: str, models, sample, smoke: bool, graphs: bool, runs: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +120,7 @@ def determinism(models, sample, smoke: bool) -> dict[str, Any]:
     script = str(Path(__file__).resolve().parent / "check_determinism.py")
     for label in ("deterministic_1", "deterministic_2"):
         cmd = [sys.executable, script, "--deterministic", *(["--smoke"] if smoke else [])]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=360)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         runs[label] = json.loads(lines[-1]) if lines else {"error": done.stderr[-2000:]}
         print(label, runs[label], flush=True)
