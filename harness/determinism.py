@@ -10,7 +10,11 @@ kernels and cuBLAS's workspace reuse make results vary between runs; `determinis
   for an operation that has none;
 - `CUBLAS_WORKSPACE_CONFIG=:4096:8`: required by cuBLAS for reproducible matmuls; it must be set before
   the first CUDA call of the process, which `python -m harness` guarantees by configuring first;
-- `torch.backends.cudnn.deterministic = True` and `cudnn.benchmark = False`.
+- `torch.backends.cudnn.deterministic = True` and `cudnn.benchmark = False`;
+- (in effect, not a setting) the drag methods' CUDA graphs off (`graphed_grad.training_graphs`) and their
+  bilinear resize and `grid_sample` on a backward of their own (`harness/diffusion/deterministic_grad.py`):
+  PyTorch has no deterministic CUDA backward for either. Verified on an H100: identical PNGs from two processes
+  for RegionDrag and the five LoRA drag methods (benchmarks/NOTES.md, session 8).
 
 Even then bit-identity holds only on the same GPU model with the same driver and library versions.
 Deterministic kernels can be slower, so timing runs should leave the option off and say so.

@@ -67,6 +67,7 @@ class DragLoRAConfig(DDIMDragConfig):
     start_layer: int = 10
     tracking: str = "distance"
     disable_cudnn: bool = True
+    cuda_graphs: bool = False  # the RecLoRA fit as CUDA graphs: not measured on a GPU for DragLoRA, so opt-in
     inversion_draws_noise: bool = True
     ilfa_empty_mask: str = "keep"
     max_iterations: int = 0  # Q-15 (0: no cap)
@@ -99,6 +100,8 @@ class _Loop:
 class DragLoRA(DDIMDragMethod):
     name = "draglora"
     Config = DragLoRAConfig
+    runtime_fields = ("lora_cache",)
+    key_omits_default = ("lora_profile", "cuda_graphs")  # graphs unmeasured here: `true` keys its own folder
 
     def edit(self, sample: DragSample, seed: int) -> EditResult:
         self._seed = seed

@@ -35,7 +35,7 @@ from PIL import Image
 
 from harness.diffusion.cycle_sde import CycleSDE
 from harness.diffusion.latents import decode, encode, to_uint8
-from harness.diffusion.graphed_grad import training_graphs
+from harness.diffusion.graphed_grad import graphs_enabled, training_graphs
 from harness.diffusion.lora import LORA_PROFILES, LoraSpec, lora_for_image, resolve_lora_profile, use_lora
 from harness.diffusion.numerics import FiniteWatch
 from harness.diffusion.timing import Stopwatch
@@ -63,7 +63,7 @@ class SDEDragConfig:
     lora_resolution: int = 512
     lora_seed: int = 0
     lora_cache: bool = True
-    cuda_graphs: bool = False  # the LoRA fit's passes replayed from CUDA graphs (GPU; opt-in until GPU parity is measured)
+    cuda_graphs: bool = True  # GPU: the LoRA fit's passes replayed from CUDA graphs (within eager's run-to-run spread)
     lora_scale_min: float = 0.5
     lora_profile: str = "auto"  # auto (fast on the tiny random models) | published | fast (harness.diffusion.lora)
     resize_512: str = "as_released"
@@ -126,9 +126,9 @@ class SDEDrag(EditMethod):
     name = "sdedrag"
     families = ("drag",)
     Config = SDEDragConfig
-    runtime_fields = ("lora_cache",)
-    # `auto` on a full model runs the configured LoRA, as before profiles; `cuda_graphs=true` changes outputs on the GPU
-    key_omits_default = ("lora_profile", "cuda_graphs")
+    # graphs change outputs only as much as two eager GPU runs differ (harness/diffusion/graphed_grad.py)
+    runtime_fields = ("lora_cache", "cuda_graphs")
+    key_omits_default = ("lora_profile",)  # `auto` on a full model runs the configured LoRA, as before profiles
 
     @classmethod
     def for_model(cls, params, model):
@@ -167,6 +167,7 @@ class SDEDrag(EditMethod):
         generator = torch.Generator(device=m.device).manual_seed(seed)
         with training_graphs(cfg.cuda_graphs):
             lora = lora_for_image(m, m.vae, "model", sample.image, sample.prompt, cfg.lora_spec(), cfg.lora_cache)
+            graphed = graphs_enabled() and m.device.type == "cuda"  # as run: never on the CPU or deterministic
         timings = {"lora": lora.seconds}
         watch = Stopwatch(m.device, timings)
         image, handles, targets = self._inputs(sample)
@@ -209,5 +210,5 @@ class SDEDrag(EditMethod):
             out = to_uint8(decoded, "round")
         info = {**info, **lora.info(), "sub_drags": sub_drags, "latent_size": [int(lh), int(lw)],
                 "forward_timesteps": [forward_ts[0], forward_ts[-1]], "backward_timesteps": [backward_ts[0], backward_ts[-1]],
-                "resize_512": cfg.resize_512}
+                "resize_512": cfg.resize_512, "cuda_graphs": graphed}
         return EditResult(image=np.ascontiguousarray(out), timings=timings, info=info)

@@ -13,15 +13,19 @@ capture mode, which a scorer allocating concurrently in another thread breaks (h
 `capture_graph`, uses the capture lock and thread-local mode instead), and it only finds parameters of
 module callables.
 
-Opt-in (`training_graphs(True)`; the methods' `cuda_graphs=true`): the CPU cannot run graphs, and on an H100
-DragDiffusion's edit was 1.28× faster (drag stage 2.1×, LoRA fit 1.17×) but not bit-identical to the eager path
-(LoRA weights 7e-4 apart after a short fit; benchmarks/bench_graphed_drag.py, benchmarks/NOTES.md), so the
-setting enters the store key when on.
+On by default for the five measured methods (`cuda_graphs=true`; DragLoRA's stays off, unmeasured). On an
+H100 the edits are 1.3–3.0× faster (benchmarks/NOTES.md, session 8). They are not bit-identical to the eager
+path, but neither is the eager path to itself: without `deterministic=true` the GPU's atomic-add backward
+kernels make two eager runs differ, and a graphed run differs from an eager one exactly as much (few-step
+edits: max |Δ| 18 vs 20 levels for DragDiffusion, 10 vs 8 for DragNoise; LoRA weights 7e-4 vs 8e-4), a
+twentieth of what another seed changes. So the setting is a runtime field (not in the store key). Under
+`deterministic=true` graphs are not used (`training_graphs` leaves them off): those runs are eager, the path
+verified bit-reproducible across processes on the GPU.
 
 A graph reads the weights at their capture addresses: a `GradGraphs` lives for one LoRA fit or one drag
 (the per-sample LoRA is new parameters each edit) and is dropped with it. Graphs are skipped (the plain
 eager call runs) on the CPU, with gradients off, when no input requires a gradient, or when disabled
-(the default; the methods' `cuda_graphs=false`).
+(`cuda_graphs=false`, or `deterministic=true`).
 """
 from __future__ import annotations
 
@@ -40,8 +44,9 @@ _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("editlab_trainin
 
 @contextlib.contextmanager
 def training_graphs(enabled: bool) -> Iterator[None]:
-    """Turn CUDA graphs for gradient passes on or off for the block (the methods' `cuda_graphs` setting)."""
-    token = _ENABLED.set(bool(enabled))
+    """Turn CUDA graphs for gradient passes on or off for the block (the methods' `cuda_graphs` setting); off
+    whatever `enabled` says while deterministic algorithms are on (see the module docstring)."""
+    token = _ENABLED.set(bool(enabled) and not torch.are_deterministic_algorithms_enabled())
     try:
         yield
     finally:
