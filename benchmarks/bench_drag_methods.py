@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import benchmark_parser, harness_runtime, print_table, write_result  # noqa: E402
+from benchmarks.common import (benchmark_parser, harness_runtime, print_table, random_sd15_config,  # noqa: E402
+                               write_result)
 from harness.models import load_models  # noqa: E402
 from harness.registry import METHODS  # noqa: E402
 
@@ -86,8 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     harness_runtime()
     size = 64 if args.smoke else args.size
-    model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
-                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    model_cfg = random_sd15_config(args.smoke)
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on a CPU")
 

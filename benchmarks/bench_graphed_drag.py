@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_drag_methods import FEW_STEPS, build  # noqa: E402
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import benchmark_parser, harness_runtime, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, random_sd15_config, write_result  # noqa: E402
 
 METHODS = ("dragdiffusion", "gooddrag", "freedrag", "dragnoise", "sdedrag")
 BENCH = {"dragnoise": {"lora_steps": 200}}  # as bench_drag_methods' table (NOTES.md)
@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     from harness.models import load_models
 
     harness_runtime()
-    model_cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
-                 {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    model_cfg = random_sd15_config(args.smoke)
     models = load_models(model_cfg)
     size = 64 if args.smoke else 512
     sample = synthetic_sample(size)

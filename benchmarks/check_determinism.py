@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     from harness.determinism import configure
 
     state = configure(args.deterministic)
-    from benchmarks.common import harness_runtime
+    from benchmarks.common import harness_runtime, random_sd15_config
 
     harness_runtime()  # the kernel choices `python -m harness` makes by default (no cuDNN attention, no TF32)
     from benchmarks.bench_regiondrag import synthetic_sample
@@ -54,8 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     from harness.registry import METHODS
     from harness.store import png_bytes
 
-    cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
-           {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    cfg = random_sd15_config(args.smoke)
     models = load_models(cfg)
     sample = synthetic_sample(64 if args.smoke else 512)
     out: dict = {"deterministic": state}

@@ -22,6 +22,14 @@ def harness_runtime(cudnn_attention: bool = False, tf32_matmul: bool = False) ->
     configure_kernels({"cudnn_attention": cudnn_attention, "tf32_matmul": tf32_matmul})
 
 
+def random_sd15_config(smoke: bool) -> dict[str, Any]:
+    """The model config of the drag-method GPU benchmarks: full-size random SD 1.5 in fp16 on the GPU (NCHW,
+    the `ModelSpec` default, as every table in NOTES.md), or the tiny random model on the CPU for `--smoke`."""
+    if smoke:
+        return {"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"}
+    return {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"}
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_regiondrag import synthetic_sample  # noqa: E402
-from benchmarks.common import benchmark_parser, harness_runtime, write_result  # noqa: E402
+from benchmarks.common import benchmark_parser, harness_runtime, random_sd15_config, write_result  # noqa: E402
 
 MODES = (("per_step", 4), ("once", 4), ("none", 1))
 KINDS = (("attention", r"fmha|flash|attention|sdpa"), ("matmul", r"gemm|cutlass|xmma|cublas|sm\d+_"),
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
     from harness.models import load_models
 
     harness_runtime()
-    cfg = ({"name": "tiny", "source": "random", "arch": "tiny", "device": "cpu"} if args.smoke else
-           {"name": "random_sd15", "source": "random", "arch": "sd15", "dtype": "float16", "device": "cuda"})
+    cfg = random_sd15_config(args.smoke)
     models = load_models(cfg)
     size = 64 if args.smoke else 512
     image = synthetic_sample(size).image

@@ -167,7 +167,7 @@ class SDEDrag(EditMethod):
         generator = torch.Generator(device=m.device).manual_seed(seed)
         with training_graphs(cfg.cuda_graphs):
             lora = lora_for_image(m, m.vae, "model", sample.image, sample.prompt, cfg.lora_spec(), cfg.lora_cache)
-            graphed = graphs_enabled() and m.device.type == "cuda"  # as run: never on the CPU or deterministic
+            graphed = graphs_enabled(m.device)  # as run: never on the CPU or under deterministic=true
         timings = {"lora": lora.seconds}
         watch = Stopwatch(m.device, timings)
         image, handles, targets = self._inputs(sample)

@@ -248,7 +248,7 @@ class DDIMDragMethod(EditMethod):
         with training_graphs(cfg.cuda_graphs):
             result = self._edit(sample, prompt)
             # as run: never on the CPU or under deterministic=true
-            result.info["cuda_graphs"] = graphs_enabled() and m.device.type == "cuda"
+            result.info["cuda_graphs"] = graphs_enabled(m.device)
             return result
 
     def _edit(self, sample: DragSample, prompt: str) -> EditResult:

@@ -53,8 +53,10 @@ def training_graphs(enabled: bool) -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def graphs_enabled() -> bool:
-    return _ENABLED.get()
+def graphs_enabled(device: torch.device | None = None) -> bool:
+    """Whether gradient passes replay from graphs here: the block's setting and, given a `device`, a CUDA one
+    (graphs never run on the CPU)."""
+    return _ENABLED.get() and (device is None or torch.device(device).type == "cuda")
 
 
 def _as_tuple(out: torch.Tensor | Sequence[torch.Tensor]) -> Tensors:

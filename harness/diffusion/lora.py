@@ -177,7 +177,7 @@ class _Encoder:
 
     def __init__(self, vae) -> None:
         self.vae, self.graphed = vae, None
-        self.replays = vae.device.type == "cuda" and graphs_enabled()
+        self.replays = graphs_enabled(vae.device)
 
     def _moments(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(x).latent_dist.parameters
